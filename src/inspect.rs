@@ -1,0 +1,93 @@
+//! What a rewrite would do, without doing it: candidates, sizes, skip reasons and the
+//! estimated size of each decode subgraph.
+
+use prost::Message;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::graph::Graph;
+use crate::onnx::proto::ModelProto;
+use crate::onnx::tensor::FloatType;
+use crate::particles::Granularity;
+use crate::particles::pack::packed_len;
+use crate::plan::{Skipped, node_label, plan};
+
+/// A weight the rewrite would decompose.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Candidate {
+    /// The weight's name.
+    pub name: String,
+    /// The nodes reading it.
+    pub nodes: Vec<String>,
+    /// Rows and columns.
+    pub shape: [usize; 2],
+    /// Element type.
+    pub dtype: FloatType,
+    /// Number of weights.
+    pub elements: usize,
+    /// Encoded bytes now.
+    pub bytes_before: usize,
+    /// Index plus codebook bytes after the rewrite (an upper bound: a codebook may
+    /// need fewer particles; the few bytes of nodes and small constants not counted).
+    pub estimated_bytes_after: usize,
+}
+
+/// The whole inspection.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Inspection {
+    /// Encoded size of the model.
+    pub model_bytes: usize,
+    /// Default-domain opset.
+    pub opset: i64,
+    /// Weights that would be rewritten.
+    pub candidates: Vec<Candidate>,
+    /// Nodes that would be left alone and why.
+    pub skipped: Vec<Skipped>,
+    /// Estimated encoded size after the rewrite.
+    pub estimated_model_bytes: usize,
+}
+
+/// Plans the rewrite of `model` under `config` and estimates its size.
+pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
+    config.validate()?;
+    let graph = Graph::new(model)?;
+    let plan = plan(&graph, config);
+    let candidates: Vec<Candidate> = plan
+        .weights
+        .iter()
+        .map(|w| {
+            let p = w.first();
+            let [rows, cols] = p.shape;
+            let codebooks = match config.granularity {
+                Granularity::Tensor => 1,
+                Granularity::Channel => p.shape[p.channel_axis],
+            };
+            Candidate {
+                name: p.weight.name.to_string(),
+                nodes: w
+                    .patches
+                    .iter()
+                    .map(|q| node_label(&graph, q.node))
+                    .collect(),
+                shape: p.shape,
+                dtype: p.float_type,
+                elements: rows * cols,
+                bytes_before: p.weight.tensor.encoded_len(),
+                estimated_bytes_after: packed_len(rows * cols, config.bits)
+                    + codebooks * (1 << config.bits) * p.float_type.size(),
+            }
+        })
+        .collect();
+    let model_bytes = model.encoded_len();
+    let saved: usize = candidates
+        .iter()
+        .map(|c| c.bytes_before.saturating_sub(c.estimated_bytes_after))
+        .sum();
+    Ok(Inspection {
+        model_bytes,
+        opset: graph.opset,
+        estimated_model_bytes: model_bytes - saved,
+        candidates,
+        skipped: plan.skipped,
+    })
+}

@@ -1,0 +1,39 @@
+//! sora-onnx makes ONNX models smaller by particle decomposition.
+//!
+//! Every constant MatMul/Gemm weight is decomposed into particles: a small codebook of
+//! values and a narrow index per weight. The rewrite replaces the weight by a subgraph
+//! of standard ONNX ops that rebuilds it, so any ONNX runtime runs the result; a proof
+//! in tract compares the original and rewritten models.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! let model = sora_onnx::onnx::load_model(Path::new("in.onnx"))?;
+//! let rewritten = sora_onnx::rewrite(&model, &sora_onnx::Config::default())?;
+//! let proof = sora_onnx::validate(&model, &rewritten.model, &Default::default())?;
+//! assert!(proof.outputs.iter().all(|o| o.cosine > 0.99));
+//! sora_onnx::onnx::save_model(&rewritten.model, Path::new("out.onnx"))?;
+//! # Ok::<(), sora_onnx::Error>(())
+//! ```
+
+pub mod builder;
+pub mod config;
+pub mod dump;
+pub mod error;
+pub mod forms;
+pub mod graph;
+pub mod inspect;
+pub mod onnx;
+pub mod particles;
+pub mod plan;
+pub mod prove;
+pub mod report;
+pub mod rewrite;
+pub mod rng;
+pub mod rules;
+
+pub use config::{Config, Selection};
+pub use error::{Error, Result};
+pub use inspect::{Inspection, inspect};
+pub use prove::{ProofConfig, Validation, validate};
+pub use report::Report;
+pub use rewrite::{Rewritten, rewrite};

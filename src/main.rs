@@ -1,0 +1,306 @@
+//! The `sora-onnx` command line: a thin layer over the library.
+//!
+//! Exit codes: 0 success, 1 the proof missed `--max-rel-error`, 2 bad input or usage.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sora_onnx::onnx::{load_model, save_model};
+use sora_onnx::particles::Granularity;
+use sora_onnx::{Config, ProofConfig, Selection};
+
+#[derive(Parser)]
+#[command(
+    name = "sora-onnx",
+    version,
+    about = "Makes ONNX models smaller by particle decomposition of their weights"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decompose weights into particles, prove the result in tract, write OUT.
+    Rewrite(RewriteArgs),
+    /// Show what a rewrite would do: candidates, sizes, skip reasons.
+    Inspect(InspectArgs),
+    /// Run two models in tract on the same random inputs and compare every output.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args)]
+struct RewriteArgs {
+    /// The model to rewrite.
+    input: PathBuf,
+    /// Where to write the rewritten model.
+    output: PathBuf,
+    #[command(flatten)]
+    particles: ParticleArgs,
+    #[command(flatten)]
+    proof: ProofArgs,
+    /// Skip the proof in tract.
+    #[arg(long)]
+    no_validate: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Allow OUT to be IN, and write OUT even when the proof misses its bound.
+    #[arg(long)]
+    force: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Also list every rewritten tensor and skipped node.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Args)]
+struct ParticleArgs {
+    /// Bits per particle index: codebooks of 2^bits particles (1..=8).
+    #[arg(long, default_value_t = 4)]
+    bits: u32,
+    /// One codebook per tensor or per output channel.
+    #[arg(long, value_enum, default_value_t = GranularityArg::Channel)]
+    granularity: GranularityArg,
+    /// Leave weights with fewer elements alone.
+    #[arg(long, default_value_t = 4096)]
+    min_elements: usize,
+    /// Only rewrite nodes whose name or weight name matches one of these globs.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Never rewrite nodes whose name or weight name matches one of these globs.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GranularityArg {
+    Tensor,
+    Channel,
+}
+
+#[derive(Args)]
+struct ProofArgs {
+    /// Value of a symbolic input dim, e.g. sequence_length=32 (unnamed or unbound dims: 1).
+    #[arg(long, value_name = "NAME=N", value_parser = parse_dim)]
+    input_dim: Vec<(String, usize)>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Number of random input sets.
+    #[arg(long, default_value_t = 4)]
+    samples: usize,
+    /// Fail (exit 1, nothing written) if any output's relative L2 error exceeds E.
+    #[arg(long, value_name = "E")]
+    max_rel_error: Option<f64>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The model to inspect.
+    input: PathBuf,
+    #[command(flatten)]
+    particles: ParticleArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// The reference model.
+    a: PathBuf,
+    /// The model compared with it.
+    b: PathBuf,
+    #[command(flatten)]
+    proof: ProofArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_dim(s: &str) -> Result<(String, usize), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=N, got '{s}'"))?;
+    let n = n.parse().map_err(|_| format!("'{n}' is not a size"))?;
+    Ok((name.to_string(), n))
+}
+
+impl ParticleArgs {
+    fn config(&self) -> Result<Config> {
+        Ok(Config {
+            bits: self.bits,
+            granularity: match self.granularity {
+                GranularityArg::Tensor => Granularity::Tensor,
+                GranularityArg::Channel => Granularity::Channel,
+            },
+            min_elements: self.min_elements,
+            selection: Selection::new(&self.include, &self.exclude)?,
+        })
+    }
+}
+
+impl ProofArgs {
+    fn config(&self) -> ProofConfig {
+        ProofConfig {
+            input_dims: self.input_dim.iter().cloned().collect::<HashMap<_, _>>(),
+            seed: self.seed,
+            samples: self.samples,
+            max_rel_error: self.max_rel_error,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Rewrite(args) => rewrite(args),
+        Command::Inspect(args) => inspect(args),
+        Command::Validate(args) => validate(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<sora_onnx::onnx::proto::ModelProto> {
+    Ok(load_model(path)?)
+}
+
+/// Whether `a` and `b` name the same file (`b` need not exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| -> Option<PathBuf> {
+        p.canonicalize().ok().or_else(|| {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Some(dir.canonicalize().ok()?.join(p.file_name()?))
+        })
+    };
+    canonical(a).is_some_and(|a| Some(a) == canonical(b))
+}
+
+fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
+    if same_file(&args.input, &args.output) && !args.force {
+        bail!(
+            "{}: refusing to overwrite the input model (pass --force to allow it)",
+            args.output.display()
+        );
+    }
+    let config = args.particles.config()?;
+    let model = load(&args.input)?;
+    let mut rewritten =
+        sora_onnx::rewrite(&model, &config).with_context(|| args.input.display().to_string())?;
+    let report = &mut rewritten.report;
+    let mut passed = true;
+    if report.tensors.is_empty() {
+        if !args.quiet {
+            println!(
+                "nothing to rewrite in {}: writing an unchanged copy",
+                args.input.display()
+            );
+        }
+    } else if !args.no_validate {
+        let start = std::time::Instant::now();
+        let proof = sora_onnx::validate(&model, &rewritten.model, &args.proof.config())
+            .context("proof failed to run (pass --no-validate to skip it)")?;
+        passed = proof.passed;
+        report.seconds += start.elapsed().as_secs_f64();
+        report.validation = Some(proof);
+    }
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, json + "\n").with_context(|| path.display().to_string())?;
+    }
+    if !args.quiet {
+        print!("{}", report.summary());
+        if args.verbose {
+            print!("{}", report.details());
+        }
+    }
+    if !passed && !args.force {
+        eprintln!(
+            "error: an output's relative L2 error exceeds --max-rel-error {}; {} not written",
+            args.proof.max_rel_error.unwrap_or_default(),
+            args.output.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    save_model(&rewritten.model, &args.output)?;
+    if !args.quiet {
+        println!("wrote {}", args.output.display());
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    let model = load(&args.input)?;
+    let inspection = sora_onnx::inspect(&model, &args.particles.config()?)
+        .with_context(|| args.input.display().to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: opset {}, {} bytes",
+        args.input.display(),
+        inspection.opset,
+        inspection.model_bytes
+    );
+    for c in &inspection.candidates {
+        println!(
+            "  rewrite {:<40} {:>5}x{:<5} {:?} {:>9} params  {:>9} -> ~{} bytes",
+            c.name,
+            c.shape[0],
+            c.shape[1],
+            c.dtype,
+            c.elements,
+            c.bytes_before,
+            c.estimated_bytes_after
+        );
+    }
+    for s in &inspection.skipped {
+        println!("  skip {}: {}", s.node, s.reason);
+    }
+    println!(
+        "{} weights to rewrite, {} nodes skipped; estimated size {} -> {} bytes",
+        inspection.candidates.len(),
+        inspection.skipped.len(),
+        inspection.model_bytes,
+        inspection.estimated_model_bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode> {
+    let a = load(&args.a)?;
+    let b = load(&args.b)?;
+    let proof = sora_onnx::validate(&a, &b, &args.proof.config())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&proof)?);
+    } else {
+        print!("{}", proof.table());
+        println!("{}", if proof.passed { "passed" } else { "FAILED" });
+    }
+    Ok(if proof.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

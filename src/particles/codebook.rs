@@ -1,0 +1,200 @@
+//! Scalar codebooks: the optimal `K` particle values for a slice of weights and the
+//! particle index of every weight.
+
+use super::kmeans1d::{Group, optimal_clusters};
+
+/// Most points the exact dynamic program takes for a codebook of `k` particles; more
+/// distinct values than this are first binned into a fine histogram (see
+/// [`fit_codebook`]). Keeps the DP's split table near 64 MiB and its time in seconds.
+pub fn exact_limit(k: usize) -> usize {
+    ((1usize << 24) / k.max(1)).max(1 << 12)
+}
+
+/// The particles of one codebook and the index of every value into them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Codebook {
+    /// Particle values, ascending; at most `k` of them (fewer when the input has fewer
+    /// distinct values).
+    pub particles: Vec<f64>,
+    /// For every input value, the position of its particle.
+    pub index: Vec<u8>,
+    /// Squared error of the input against its particles.
+    pub sse: f64,
+    /// Upper bound on how much larger `sse` is than the exact optimum: 0 when the
+    /// dynamic program ran on the distinct values, positive when it ran on a histogram.
+    pub sse_bound: f64,
+}
+
+/// Fits the `k <= 256` particle values that minimise the squared error of `values`
+/// (all finite) and indexes every value.
+///
+/// With at most `k` distinct values the particles are those values (lossless). Up to
+/// [`exact_limit`] distinct values the result is the exact optimum. Beyond that the
+/// values are binned into `exact_limit(k)` equal-width bins first and clusters never
+/// split a bin; then the error exceeds the optimum by at most `2 * width * range *
+/// largest_bin` (each of the `k - 1` cuts moves to a bin edge; a moved value lies within
+/// `width` of the midpoint between its old and new particle), reported as `sse_bound`.
+pub fn fit_codebook(values: &[f64], k: usize) -> Codebook {
+    assert!((1..=256).contains(&k), "codebook size {k} outside 1..=256");
+    if values.is_empty() {
+        return Codebook {
+            particles: vec![0.0],
+            index: Vec::new(),
+            sse: 0.0,
+            sse_bound: 0.0,
+        };
+    }
+    // The dynamic program sums values around their mean, for precision.
+    let shift = values.iter().sum::<f64>() / values.len() as f64;
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    let distinct = runs(&sorted);
+    let exact = distinct.len() <= exact_limit(k);
+    let (groups, upper, sse_bound) = if exact {
+        let upper = distinct.iter().map(|&(v, _)| v).collect();
+        let groups = distinct
+            .iter()
+            .map(|&(v, n)| Group::repeated(v - shift, n))
+            .collect();
+        (groups, upper, 0.0)
+    } else {
+        histogram(&sorted, exact_limit(k), shift)
+    };
+    let clusters = optimal_clusters(&groups, k);
+    let bounds = |c: usize| {
+        (
+            clusters.starts[c],
+            clusters.starts.get(c + 1).copied().unwrap_or(groups.len()),
+        )
+    };
+    // A cluster of one distinct value keeps that value exactly (lossless codebooks).
+    let particles = (0..clusters.starts.len())
+        .map(|c| match bounds(c) {
+            (start, end) if exact && end == start + 1 => distinct[start].0,
+            _ => clusters.centroids[c] + shift,
+        })
+        .collect();
+    // Largest value of each cluster: the cut points for indexing.
+    let cuts: Vec<f64> = (0..clusters.starts.len())
+        .map(|c| upper[bounds(c).1 - 1])
+        .collect();
+    let last = cuts.len() - 1;
+    let index = values
+        .iter()
+        .map(|&v| cuts[..last].partition_point(|&cut| cut < v) as u8)
+        .collect();
+    Codebook {
+        particles,
+        index,
+        sse: clusters.sse,
+        sse_bound,
+    }
+}
+
+/// Distinct values of a sorted slice with their counts.
+fn runs(sorted: &[f64]) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for &v in sorted {
+        match out.last_mut() {
+            Some((last, n)) if *last == v => *n += 1.0,
+            _ => out.push((v, 1.0)),
+        }
+    }
+    out
+}
+
+/// Bins a sorted slice into `bins` equal-width bins; returns the non-empty bins (their
+/// values less `shift`), the largest value in each, and the bound on the extra error of
+/// bin-respecting clusters.
+fn histogram(sorted: &[f64], bins: usize, shift: f64) -> (Vec<Group>, Vec<f64>, f64) {
+    let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
+    let width = (hi - lo) / bins as f64;
+    let mut groups: Vec<Group> = Vec::new();
+    let mut upper: Vec<f64> = Vec::new();
+    let mut current_bin = usize::MAX;
+    for &v in sorted {
+        let bin = (((v - lo) / width) as usize).min(bins - 1);
+        if bin != current_bin {
+            current_bin = bin;
+            groups.push(Group::default());
+            upper.push(v);
+        }
+        groups.last_mut().expect("a bin was pushed").push(v - shift);
+        *upper.last_mut().expect("a bin was pushed") = v;
+    }
+    let largest = groups.iter().map(|g| g.count).fold(0.0, f64::max);
+    (groups, upper, 2.0 * width * (hi - lo) * largest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_codebook_for_a_small_input() {
+        let values = [0.9, -1.0, 1.1, -1.2, 3.0, 1.0];
+        let book = fit_codebook(&values, 4);
+        let expected = [-1.2, -1.0, 1.0, 3.0];
+        assert_eq!(book.particles.len(), 4);
+        for (p, e) in book.particles.iter().zip(expected) {
+            assert!((p - e).abs() < 1e-12, "{:?}", book.particles);
+        }
+        assert_eq!(book.index, vec![2, 1, 2, 0, 3, 2]);
+        assert!((book.sse - 0.02).abs() < 1e-12);
+        assert_eq!(book.sse_bound, 0.0);
+    }
+
+    #[test]
+    fn few_distinct_values_are_kept_exactly() {
+        let values = [0.5, -0.25, 0.5, 0.5, -0.25, 2.0];
+        let book = fit_codebook(&values, 16);
+        assert_eq!(book.particles, vec![-0.25, 0.5, 2.0]);
+        assert_eq!(book.index, vec![1, 0, 1, 1, 0, 2]);
+        assert_eq!(book.sse, 0.0);
+    }
+
+    #[test]
+    fn indexes_every_value_to_its_nearest_particle() {
+        let values: Vec<f64> = (0..5000)
+            .map(|i| ((i * 7919) % 1000) as f64 / 37.0)
+            .collect();
+        let book = fit_codebook(&values, 8);
+        let mut sse = 0.0;
+        for (v, &i) in values.iter().zip(&book.index) {
+            let p = book.particles[i as usize];
+            let nearest = book
+                .particles
+                .iter()
+                .map(|q| (v - q).abs())
+                .fold(f64::INFINITY, f64::min);
+            assert!((v - p).abs() <= nearest + 1e-9);
+            sse += (v - p) * (v - p);
+        }
+        assert!((sse - book.sse).abs() < 1e-6 * sse.max(1.0));
+    }
+
+    #[test]
+    fn histogram_stays_within_its_bound() {
+        // 2^14 distinct values with k = 2^8 exceeds the exact limit (2^16 / ...).
+        let k = 256;
+        let n = exact_limit(k) + 5000;
+        let values: Vec<f64> = (0..n)
+            .map(|i| ((i as f64) * 0.618_034).fract().powi(3))
+            .collect();
+        let book = fit_codebook(&values, k);
+        assert!(book.sse_bound > 0.0);
+        // The exact optimum is at least the optimum over a subset's structure; compare
+        // with the dynamic program on the distinct values directly.
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let exact = optimal_clusters(
+            &sorted
+                .iter()
+                .map(|&v| Group::repeated(v, 1.0))
+                .collect::<Vec<_>>(),
+            k,
+        );
+        assert!(book.sse >= exact.sse - 1e-9);
+        assert!(book.sse <= exact.sse + book.sse_bound);
+    }
+}

@@ -1,0 +1,142 @@
+//! What a rewrite did: sizes, per-tensor errors, skip reasons and the proof, as JSON
+//! (`--report`) and as the short human summary the command line prints.
+
+use std::fmt::Write;
+
+use crate::onnx::tensor::FloatType;
+use crate::particles::Granularity;
+use crate::plan::Skipped;
+use crate::prove::Validation;
+
+/// The whole report. JSON numbers that are infinite (a lossless tensor's SQNR) are
+/// written as `null`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    /// Size of the input model, encoded, in bytes.
+    pub input_bytes: usize,
+    /// Size of the rewritten model, encoded, in bytes.
+    pub output_bytes: usize,
+    /// Bits per weight over all rewritten weights: every index, codebook, constant and
+    /// node byte of their decode subgraphs, over their element count.
+    pub bits_per_weight: f64,
+    /// One entry per rewritten weight.
+    pub tensors: Vec<TensorReport>,
+    /// Nodes left alone and why.
+    pub skipped: Vec<Skipped>,
+    /// The proof in tract, if it ran.
+    pub validation: Option<Validation>,
+    /// Wall time of the rewrite (and the proof, once it ran), in seconds.
+    pub seconds: f64,
+}
+
+/// How a tensor's codebooks were fitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KmeansMethod {
+    /// Exact optimal k-means on the distinct values.
+    Exact,
+    /// Optimal k-means on a fine histogram; error within `mse_bound` of the optimum.
+    Histogram,
+}
+
+/// One rewritten weight.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TensorReport {
+    /// The weight's name.
+    pub name: String,
+    /// The nodes reading it.
+    pub nodes: Vec<String>,
+    /// Rows and columns.
+    pub shape: [usize; 2],
+    /// Element type of the weight and its particles.
+    pub dtype: FloatType,
+    /// Bits per index.
+    pub bits: u32,
+    /// Codebook granularity.
+    pub granularity: Granularity,
+    /// Number of weights.
+    pub elements: usize,
+    /// Number of codebooks.
+    pub codebooks: usize,
+    /// Particles per codebook.
+    pub particles: usize,
+    /// Mean squared error of the decoded weight (particles rounded to `dtype`).
+    pub mse: f64,
+    /// Signal to quantization noise of the decoded weight, in dB.
+    pub sqnr_db: f64,
+    /// Stored bits per weight of this tensor's decode subgraph.
+    pub bits_per_weight: f64,
+    /// Encoded bytes of the original constant.
+    pub bytes_before: usize,
+    /// Encoded bytes of its decode subgraph (initializers and nodes).
+    pub bytes_after: usize,
+    /// How the codebooks were fitted.
+    pub kmeans: KmeansMethod,
+    /// Upper bound on `mse` minus the exact optimum's (0 when exact).
+    pub mse_bound: f64,
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+impl Report {
+    /// The short human summary: counts, sizes, per-output proof metrics, time.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let elements: usize = self.tensors.iter().map(|t| t.elements).sum();
+        let _ = writeln!(
+            s,
+            "rewrote {} weight tensors ({elements} weights, {:.2} bits/weight), skipped {} nodes",
+            self.tensors.len(),
+            self.bits_per_weight,
+            self.skipped.len()
+        );
+        let ratio = self.input_bytes as f64 / self.output_bytes.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "size: {} -> {} ({ratio:.2}x smaller)",
+            mib(self.input_bytes),
+            mib(self.output_bytes)
+        );
+        if let Some(v) = &self.validation {
+            let verdict = if v.passed { "passed" } else { "FAILED" };
+            let _ = writeln!(s, "proof in tract ({} samples): {verdict}", v.samples);
+            s.push_str(&v.table());
+        }
+        let _ = writeln!(s, "time: {:.2} s", self.seconds);
+        s
+    }
+
+    /// A table of every rewritten tensor and every skipped node.
+    pub fn details(&self) -> String {
+        let mut s = String::new();
+        for t in &self.tensors {
+            let _ = writeln!(
+                s,
+                "  {:<40} {:>5}x{:<5} {} {}-bit {:?} mse {:.3e} sqnr {:5.1} dB  {:.2} b/w",
+                t.name,
+                t.shape[0],
+                t.shape[1],
+                dtype_name(t.dtype),
+                t.bits,
+                t.granularity,
+                t.mse,
+                t.sqnr_db,
+                t.bits_per_weight
+            );
+        }
+        for k in &self.skipped {
+            let _ = writeln!(s, "  skipped {}: {}", k.node, k.reason);
+        }
+        s
+    }
+}
+
+fn dtype_name(t: FloatType) -> &'static str {
+    match t {
+        FloatType::F16 => "f16",
+        FloatType::F32 => "f32",
+        FloatType::F64 => "f64",
+    }
+}

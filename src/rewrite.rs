@@ -1,0 +1,289 @@
+//! The driver: plans, decomposes every selected weight (in parallel), emits its decode
+//! subgraph and is the only code that mutates the model.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use prost::Message;
+use rayon::prelude::*;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::forms::decode::{self, DecodeInput, Subgraph};
+use crate::graph::{ConstantSource, Graph, GraphStep};
+use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::onnx::tensor::float_values;
+use crate::particles::{Decomposition, Matrix, decompose};
+use crate::plan::{Skipped, WeightPlan, node_label, plan};
+use crate::report::{KmeansMethod, Report, TensorReport};
+use crate::rules::SkipReason;
+
+/// A rewritten model and what the rewrite did.
+#[derive(Clone, Debug)]
+pub struct Rewritten {
+    /// The model with every selected weight replaced by its decode subgraph.
+    pub model: ModelProto,
+    /// Sizes, per-tensor errors and skip reasons (no validation yet).
+    pub report: Report,
+}
+
+/// A weight's particles and how well they fit it.
+struct Fit {
+    decomposition: Decomposition,
+    sse: f64,
+    signal: f64,
+}
+
+/// Decomposes every weight the rules select and replaces its readers' inputs by the
+/// decoded weight. The input model is not modified.
+pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
+    config.validate()?;
+    let start = Instant::now();
+    let graph = Graph::new(model)?;
+    let mut plan = plan(&graph, config);
+    let fits: Vec<Result<Option<Fit>>> = plan.weights.par_iter().map(|w| fit(w, config)).collect();
+    let mut names = graph.names();
+    let mut edits = Edits::default();
+    let mut tensors = Vec::new();
+    for (w, fit) in plan.weights.iter().zip(fits) {
+        let Some(fit) = fit? else {
+            let reason = SkipReason::NonFinite(w.first().weight.name.to_string());
+            plan.skipped.extend(w.patches.iter().map(|p| Skipped {
+                node: node_label(&graph, p.node),
+                reason: reason.to_string(),
+            }));
+            continue;
+        };
+        let patch = w.first();
+        let input = DecodeInput {
+            weight: patch.weight.name,
+            shape: patch.shape,
+            float_type: patch.float_type,
+            decomposition: &fit.decomposition,
+            granularity: config.granularity,
+            channel_axis: patch.channel_axis,
+            bits: config.bits,
+        };
+        let subgraph = decode::emit(&input, &mut names);
+        tensors.push(tensor_report(&graph, w, &fit, &subgraph, config));
+        edits.add(&graph, w, subgraph);
+    }
+    let mut rewritten = model.clone();
+    edits.apply(&mut rewritten);
+    let report = Report {
+        input_bytes: model.encoded_len(),
+        output_bytes: rewritten.encoded_len(),
+        bits_per_weight: bits_per_weight(&tensors),
+        tensors,
+        skipped: plan.skipped,
+        validation: None,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok(Rewritten {
+        model: rewritten,
+        report,
+    })
+}
+
+/// Reads and decomposes one weight; `None` if it holds NaN or infinities.
+fn fit(w: &WeightPlan, config: &Config) -> Result<Option<Fit>> {
+    let patch = w.first();
+    let values = float_values(patch.weight.tensor)?;
+    if values.iter().any(|v| !v.is_finite()) {
+        return Ok(None);
+    }
+    let [rows, cols] = patch.shape;
+    let matrix = Matrix {
+        values: &values,
+        rows,
+        cols,
+        channel_axis: patch.channel_axis,
+    };
+    let decomposition = decompose(&matrix, config.granularity, config.bits);
+    let decoded = decomposition.decoded(&matrix, config.granularity, |v| patch.float_type.round(v));
+    let sse = values
+        .iter()
+        .zip(&decoded)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
+    let signal = values.iter().map(|a| a * a).sum();
+    Ok(Some(Fit {
+        decomposition,
+        sse,
+        signal,
+    }))
+}
+
+fn tensor_report(
+    graph: &Graph,
+    w: &WeightPlan,
+    fit: &Fit,
+    subgraph: &Subgraph,
+    config: &Config,
+) -> TensorReport {
+    let patch = w.first();
+    let elements = w.elements();
+    let bytes_before = match patch.weight.source {
+        ConstantSource::Initializer(_) => patch.weight.tensor.encoded_len(),
+        ConstantSource::Node(i) => graph.scopes[patch.weight.scope].graph.node[i].encoded_len(),
+    };
+    let bytes_after = subgraph
+        .initializers
+        .iter()
+        .map(Message::encoded_len)
+        .sum::<usize>()
+        + subgraph
+            .nodes
+            .iter()
+            .map(Message::encoded_len)
+            .sum::<usize>();
+    let d = &fit.decomposition;
+    TensorReport {
+        name: patch.weight.name.to_string(),
+        nodes: w
+            .patches
+            .iter()
+            .map(|p| node_label(graph, p.node))
+            .collect(),
+        shape: patch.shape,
+        dtype: patch.float_type,
+        bits: config.bits,
+        granularity: config.granularity,
+        elements,
+        codebooks: d.codebooks.len(),
+        particles: d.particles_per_codebook(),
+        mse: fit.sse / elements as f64,
+        sqnr_db: 10.0 * (fit.signal / fit.sse).log10(),
+        bits_per_weight: 8.0 * bytes_after as f64 / elements as f64,
+        bytes_before,
+        bytes_after,
+        kmeans: if d.sse_bound > 0.0 {
+            KmeansMethod::Histogram
+        } else {
+            KmeansMethod::Exact
+        },
+        mse_bound: d.sse_bound / elements as f64,
+    }
+}
+
+/// Bits per weight over all rewritten weights, every stored byte counted.
+fn bits_per_weight(tensors: &[TensorReport]) -> f64 {
+    let elements: usize = tensors.iter().map(|t| t.elements).sum();
+    let bytes: usize = tensors.iter().map(|t| t.bytes_after).sum();
+    if elements == 0 {
+        0.0
+    } else {
+        8.0 * bytes as f64 / elements as f64
+    }
+}
+
+/// Changes to one graph.
+#[derive(Default)]
+struct ScopeEdits {
+    path: Vec<GraphStep>,
+    /// (position, order of the weight, replace the node at position?, nodes).
+    insertions: Vec<(usize, usize, bool, Vec<NodeProto>)>,
+    /// Names of the weights replaced: their initializers and value_info go.
+    removed_names: HashSet<String>,
+    initializers: Vec<TensorProto>,
+}
+
+/// Every change the rewrite makes, collected while the model is borrowed by the
+/// index, then applied to a copy.
+#[derive(Default)]
+struct Edits {
+    scopes: Vec<(usize, ScopeEdits)>,
+    /// (path of the node's graph, node position, input slot, new input name).
+    rewires: Vec<(Vec<GraphStep>, usize, usize, String)>,
+    count: usize,
+}
+
+impl Edits {
+    fn scope(&mut self, graph: &Graph, scope: usize) -> &mut ScopeEdits {
+        let at = match self.scopes.iter().position(|(s, _)| *s == scope) {
+            Some(at) => at,
+            None => {
+                let path = graph.scopes[scope].path.clone();
+                self.scopes.push((
+                    scope,
+                    ScopeEdits {
+                        path,
+                        ..Default::default()
+                    },
+                ));
+                self.scopes.len() - 1
+            }
+        };
+        &mut self.scopes[at].1
+    }
+
+    /// The decode subgraph goes where the constant was (a Constant node is replaced)
+    /// or just before the weight's first reader; every reader reads the decoded value.
+    fn add(&mut self, graph: &Graph, w: &WeightPlan, subgraph: Subgraph) {
+        let weight = w.first().weight;
+        for p in &w.patches {
+            let path = graph.scopes[p.node.scope].path.clone();
+            self.rewires
+                .push((path, p.node.index, p.slot, subgraph.output.clone()));
+        }
+        let (position, replace) = match weight.source {
+            ConstantSource::Node(i) => (i, true),
+            ConstantSource::Initializer(_) => {
+                let first = w
+                    .patches
+                    .iter()
+                    .map(|p| graph.ancestor_in(p.node, weight.scope))
+                    .min();
+                (first.expect("a weight plan has a patch"), false)
+            }
+        };
+        let order = self.count;
+        self.count += 1;
+        let edits = self.scope(graph, weight.scope);
+        edits.removed_names.insert(weight.name.to_string());
+        edits
+            .insertions
+            .push((position, order, replace, subgraph.nodes));
+        edits.initializers.extend(subgraph.initializers);
+    }
+
+    /// Rewires first (node positions are still those of the index), then edits each
+    /// graph, deepest first, so positions in paths stay valid.
+    fn apply(mut self, model: &mut ModelProto) {
+        for (path, node, slot, name) in &self.rewires {
+            graph_at(model, path).node[*node].input[*slot] = name.clone();
+        }
+        self.scopes
+            .sort_by_key(|(_, e)| std::cmp::Reverse(e.path.len()));
+        for (_, mut edits) in self.scopes {
+            let g = graph_at(model, &edits.path);
+            edits
+                .insertions
+                .sort_by_key(|&(pos, order, _, _)| std::cmp::Reverse((pos, order)));
+            for (pos, _, replace, nodes) in edits.insertions {
+                g.node.splice(pos..pos + usize::from(replace), nodes);
+            }
+            g.initializer
+                .retain(|t| !edits.removed_names.contains(t.name()));
+            g.value_info
+                .retain(|v| !edits.removed_names.contains(v.name()));
+            g.initializer.extend(edits.initializers);
+        }
+    }
+}
+
+/// The graph reached from the main graph by `path`.
+fn graph_at<'a>(model: &'a mut ModelProto, path: &[GraphStep]) -> &'a mut GraphProto {
+    let mut g = model
+        .graph
+        .as_mut()
+        .expect("the index checked the model has a graph");
+    for step in path {
+        let a = &mut g.node[step.node].attribute[step.attribute];
+        g = match step.graphs_index {
+            None => a.g.as_mut().expect("the index saw this subgraph"),
+            Some(i) => &mut a.graphs[i],
+        };
+    }
+    g
+}

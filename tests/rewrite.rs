@@ -1,0 +1,266 @@
+//! End-to-end rewrites of small built graphs: every weight source (initializer,
+//! Constant node, If branch, shared by two MatMuls), Gemm with its attributes, fp16 and
+//! double weights, both granularities. Each is checked numerically through tract and
+//! its rewritten graph is snapshotted as a text dump.
+
+use sora_onnx::builder::{ModelBuilder, attr_float, attr_int, float_matrix, pseudo_random};
+use sora_onnx::dump::dump;
+use sora_onnx::onnx::proto::ModelProto;
+use sora_onnx::onnx::proto::tensor_proto::DataType;
+use sora_onnx::onnx::tensor::{FloatType, float_tensor};
+use sora_onnx::particles::Granularity;
+use sora_onnx::{Config, ProofConfig, Rewritten, Validation, rewrite, validate};
+
+fn config(bits: u32, granularity: Granularity) -> Config {
+    Config {
+        bits,
+        granularity,
+        min_elements: 16,
+        ..Config::default()
+    }
+}
+
+/// A matrix of `rows x cols` values drawn from only `distinct` values, so a codebook
+/// of that many particles holds it exactly.
+fn few_values(rows: usize, cols: usize, distinct: usize, seed: u64) -> Vec<f64> {
+    pseudo_random(rows * cols, seed)
+        .into_iter()
+        .map(|v| ((v + 1.0) * distinct as f64 / 2.0).floor() / distinct as f64 - 0.5)
+        .collect()
+}
+
+fn prove(original: &ModelProto, rewritten: &Rewritten) -> Validation {
+    validate(original, &rewritten.model, &ProofConfig::default()).unwrap()
+}
+
+fn matmul_model(weight: sora_onnx::onnx::proto::TensorProto) -> ModelProto {
+    let rows = weight.dims[0] as usize;
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[3, rows]);
+    b.initializer(weight);
+    b.node("MatMul", &["x", "w"], &["y"]);
+    b.output_f32("y");
+    b.build()
+}
+
+#[test]
+fn initializer_weight_per_channel() {
+    let model = matmul_model(float_matrix("w", 16, 8, 1));
+    let out = rewrite(&model, &config(4, Granularity::Channel)).unwrap();
+    assert_eq!(out.report.tensors.len(), 1);
+    let t = &out.report.tensors[0];
+    assert_eq!((t.codebooks, t.particles, t.elements), (8, 16, 128));
+    let proof = prove(&model, &out);
+    assert!(proof.outputs[0].rel_l2 < 1e-4, "{proof:?}");
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn initializer_weight_per_tensor() {
+    let model = matmul_model(float_matrix("w", 16, 8, 2));
+    let out = rewrite(&model, &config(3, Granularity::Tensor)).unwrap();
+    let t = &out.report.tensors[0];
+    assert_eq!((t.codebooks, t.particles), (1, 8));
+    let proof = prove(&model, &out);
+    assert!(proof.outputs[0].cosine > 0.99, "{proof:?}");
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn lossless_when_the_weight_has_few_values() {
+    let values = few_values(32, 16, 16, 3);
+    let model = matmul_model(float_tensor("w", &[32, 16], FloatType::F32, &values));
+    let out = rewrite(&model, &config(4, Granularity::Tensor)).unwrap();
+    assert_eq!(out.report.tensors[0].mse, 0.0);
+    let proof = prove(&model, &out);
+    assert_eq!(proof.outputs[0].max_abs, 0.0, "{proof:?}");
+}
+
+#[test]
+fn more_bits_less_error() {
+    let model = matmul_model(float_matrix("w", 64, 32, 4));
+    let errors: Vec<f64> = [2, 4, 6, 8]
+        .iter()
+        .map(|&bits| {
+            let out = rewrite(&model, &config(bits, Granularity::Tensor)).unwrap();
+            prove(&model, &out).outputs[0].rel_l2
+        })
+        .collect();
+    assert!(errors.windows(2).all(|w| w[1] < w[0] / 3.0), "{errors:?}");
+    assert!(errors[3] < 5e-3, "{errors:?}");
+}
+
+#[test]
+fn constant_node_weight_is_replaced_in_place() {
+    let values = few_values(16, 8, 8, 5);
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.node("Relu", &["x"], &["r"]);
+    b.constant("w", float_tensor("w", &[16, 8], FloatType::F32, &values));
+    b.node("MatMul", &["r", "w"], &["y"]);
+    b.output_f32("y");
+    let model = b.build();
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    let nodes = &out.model.graph.as_ref().unwrap().node;
+    assert!(nodes.iter().all(|n| n.op_type() != "Constant"));
+    assert_eq!(nodes[0].op_type(), "Relu");
+    assert_eq!(nodes.last().unwrap().input[1], "w.decoded");
+    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn weight_read_inside_an_if_branch() {
+    let mut then = ModelBuilder::new(17);
+    then.node("MatMul", &["x", "w"], &["t"]);
+    then.output_f32("t");
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.input_bool("cond");
+    b.initializer(float_tensor(
+        "w",
+        &[16, 16],
+        FloatType::F32,
+        &few_values(16, 16, 4, 6),
+    ));
+    b.if_node(
+        "cond",
+        then.build_graph("then"),
+        ModelBuilder::new(17).passthrough_graph("else", "x"),
+        "y",
+    );
+    b.output_f32("y");
+    let model = b.build();
+    let out = rewrite(&model, &config(2, Granularity::Tensor)).unwrap();
+    assert_eq!(out.report.tensors.len(), 1);
+    assert_eq!(out.report.tensors[0].nodes, vec!["MatMul_0"]);
+    // The proof feeds cond as 0 or 1 at random over its samples; both branches agree.
+    let proof = prove(&model, &out);
+    assert_eq!(proof.outputs[0].max_abs, 0.0, "{proof:?}");
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn weight_shared_by_two_matmuls_is_decomposed_once() {
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.initializer(float_matrix("w", 16, 16, 7));
+    b.node("MatMul", &["x", "w"], &["a"]);
+    b.node("MatMul", &["a", "w"], &["y"]);
+    b.output_f32("y");
+    let model = b.build();
+    let out = rewrite(&model, &config(4, Granularity::Channel)).unwrap();
+    assert_eq!(out.report.tensors.len(), 1);
+    assert_eq!(out.report.tensors[0].nodes, vec!["MatMul_0", "MatMul_1"]);
+    let g = out.model.graph.as_ref().unwrap();
+    assert_eq!(
+        g.node
+            .iter()
+            .filter(|n| n.op_type() == "GatherElements")
+            .count(),
+        1
+    );
+    assert!(
+        g.node
+            .iter()
+            .filter(|n| n.op_type() == "MatMul")
+            .all(|n| n.input[1] == "w.decoded")
+    );
+    assert!(prove(&model, &out).outputs[0].rel_l2 < 0.05);
+}
+
+#[test]
+fn gemm_keeps_trans_b_alpha_beta_and_bias() {
+    let mut b = ModelBuilder::new(13);
+    b.input_f32("x", &[4, 24]);
+    b.initializer(float_tensor(
+        "w",
+        &[12, 24],
+        FloatType::F32,
+        &few_values(12, 24, 16, 8),
+    ));
+    b.initializer(float_matrix("bias", 1, 12, 9));
+    let gemm = b.node("Gemm", &["x", "w", "bias"], &["y"]);
+    gemm.attribute.push(attr_int("transB", 1));
+    gemm.attribute.push(attr_float("alpha", 0.5));
+    gemm.attribute.push(attr_float("beta", 2.0));
+    b.output_f32("y");
+    let model = b.build();
+    let out = rewrite(&model, &config(4, Granularity::Channel)).unwrap();
+    let t = &out.report.tensors[0];
+    // transB = 1: output channels are the 12 rows.
+    assert_eq!((t.codebooks, t.mse), (12, 0.0));
+    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn half_and_double_weights_keep_their_type() {
+    for (ty, data_type) in [
+        (FloatType::F16, DataType::Float16),
+        (FloatType::F64, DataType::Double),
+    ] {
+        let values = few_values(16, 16, 8, 10);
+        let mut b = ModelBuilder::new(17);
+        b.input(
+            "x",
+            data_type,
+            &[
+                sora_onnx::builder::Dim::Fixed(2),
+                sora_onnx::builder::Dim::Fixed(16),
+            ],
+        );
+        b.initializer(float_tensor("w", &[16, 16], ty, &values));
+        b.node("MatMul", &["x", "w"], &["y"]);
+        b.output_f32("y");
+        let model = b.build();
+        let out = rewrite(&model, &config(3, Granularity::Tensor)).unwrap();
+        let particles = out
+            .model
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name() == "w.particles")
+            .unwrap();
+        assert_eq!(particles.data_type(), data_type as i32);
+        assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0, "{ty:?}");
+    }
+}
+
+#[test]
+fn skip_reasons_name_the_weight() {
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.input_f32("dyn", &[16, 16]);
+    b.initializer(float_matrix("small", 16, 2, 1));
+    b.initializer(float_matrix("big", 16, 16, 2));
+    b.initializer(float_matrix("excluded_w", 16, 16, 3));
+    b.initializer(float_matrix("also_read", 16, 16, 4));
+    b.node("MatMul", &["x", "dyn"], &["a"]);
+    b.node("MatMul", &["x", "small"], &["b"]);
+    b.node("MatMul", &["x", "excluded_w"], &["c"]);
+    b.node("MatMul", &["x", "also_read"], &["d"]);
+    b.node("Relu", &["also_read"], &["e"]);
+    b.node("MatMul", &["x", "big"], &["f"]);
+    for o in ["a", "b", "c", "d", "e", "f"] {
+        b.output_f32(o);
+    }
+    let model = b.build();
+    let config = Config {
+        min_elements: 64,
+        selection: sora_onnx::Selection::new(&[], &["excluded*".into()]).unwrap(),
+        ..Config::default()
+    };
+    let out = rewrite(&model, &config).unwrap();
+    let skipped: Vec<String> = out
+        .report
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.node, s.reason))
+        .collect();
+    insta::assert_snapshot!(skipped.join("\n"));
+    assert_eq!(out.report.tensors.len(), 1);
+    assert_eq!(out.report.tensors[0].name, "big");
+}

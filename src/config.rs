@@ -4,6 +4,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 use crate::particles::Granularity;
+use crate::particles::pack::packed_len;
 
 /// Options of the rewrite.
 #[derive(Clone, Debug)]
@@ -11,7 +12,7 @@ pub struct Config {
     /// Bits per particle index, 1..=8: each codebook holds `2^bits` particles.
     pub bits: u32,
     /// How many weights share a codebook.
-    pub granularity: Granularity,
+    pub granularity: GranularityChoice,
     /// Weights with fewer elements are left alone.
     pub min_elements: usize,
     /// Which nodes and weights may be rewritten.
@@ -22,7 +23,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             bits: 4,
-            granularity: Granularity::Channel,
+            granularity: GranularityChoice::Auto,
             min_elements: 4096,
             selection: Selection::default(),
         }
@@ -39,6 +40,41 @@ impl Config {
             )));
         }
         Ok(())
+    }
+}
+
+/// How each weight's codebook granularity is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GranularityChoice {
+    /// Per channel, unless the channel codebooks would take more than half as many
+    /// bytes as the weight's packed indices (few rows, many bits); then per tensor.
+    Auto,
+    /// Always this granularity.
+    Fixed(Granularity),
+}
+
+impl GranularityChoice {
+    /// The granularity for a `shape` matrix with channels along `channel_axis`,
+    /// `bits`-bit indices and `element_size`-byte particles.
+    pub fn resolve(
+        self,
+        shape: [usize; 2],
+        channel_axis: usize,
+        bits: u32,
+        element_size: usize,
+    ) -> Granularity {
+        match self {
+            GranularityChoice::Fixed(g) => g,
+            GranularityChoice::Auto => {
+                let codebook_bytes = shape[channel_axis] * (1usize << bits) * element_size;
+                let index_bytes = packed_len(shape[0] * shape[1], bits);
+                if 2 * codebook_bytes <= index_bytes {
+                    Granularity::Channel
+                } else {
+                    Granularity::Tensor
+                }
+            }
+        }
     }
 }
 
@@ -113,6 +149,19 @@ mod tests {
             Err(Unselected::Excluded("*key*".into()))
         );
         assert_eq!(Selection::default().check("any", "thing"), Ok(()));
+    }
+
+    #[test]
+    fn auto_granularity_weighs_codebooks_against_indices() {
+        let auto = GranularityChoice::Auto;
+        // 384 x 384 at 4 bits: 384 codebooks of 16 fp32 = 24.6 kB vs 73.7 kB of indices.
+        assert_eq!(auto.resolve([384, 384], 1, 4, 4), Granularity::Channel);
+        // At 8 bits: 393 kB of codebooks vs 147 kB of indices.
+        assert_eq!(auto.resolve([384, 384], 1, 8, 4), Granularity::Tensor);
+        // Gemm transB = 1, [32, 2400]: 32 row codebooks are cheap.
+        assert_eq!(auto.resolve([32, 2400], 0, 8, 4), Granularity::Channel);
+        let fixed = GranularityChoice::Fixed(Granularity::Channel);
+        assert_eq!(fixed.resolve([384, 384], 1, 8, 4), Granularity::Channel);
     }
 
     #[test]

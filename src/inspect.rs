@@ -58,7 +58,7 @@ pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
         .map(|w| {
             let p = w.first();
             let [rows, cols] = p.shape;
-            let codebooks = match config.granularity {
+            let codebooks = match w.granularity(config) {
                 Granularity::Tensor => 1,
                 Granularity::Channel => p.shape[p.channel_axis],
             };

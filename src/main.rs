@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sora_onnx::config::GranularityChoice;
 use sora_onnx::onnx::{load_model, save_model};
 use sora_onnx::particles::Granularity;
 use sora_onnx::{Config, ProofConfig, Selection};
@@ -65,8 +66,9 @@ struct ParticleArgs {
     /// Bits per particle index: codebooks of 2^bits particles (1..=8).
     #[arg(long, default_value_t = 4)]
     bits: u32,
-    /// One codebook per tensor or per output channel.
-    #[arg(long, value_enum, default_value_t = GranularityArg::Channel)]
+    /// One codebook per tensor or per output channel; auto: per channel unless its
+    /// codebooks would take more than half the bytes of the weight's indices.
+    #[arg(long, value_enum, default_value_t = GranularityArg::Auto)]
     granularity: GranularityArg,
     /// Leave weights with fewer elements alone.
     #[arg(long, default_value_t = 4096)]
@@ -81,6 +83,7 @@ struct ParticleArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum GranularityArg {
+    Auto,
     Tensor,
     Channel,
 }
@@ -138,8 +141,9 @@ impl ParticleArgs {
         Ok(Config {
             bits: self.bits,
             granularity: match self.granularity {
-                GranularityArg::Tensor => Granularity::Tensor,
-                GranularityArg::Channel => Granularity::Channel,
+                GranularityArg::Auto => GranularityChoice::Auto,
+                GranularityArg::Tensor => GranularityChoice::Fixed(Granularity::Tensor),
+                GranularityArg::Channel => GranularityChoice::Fixed(Granularity::Channel),
             },
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,

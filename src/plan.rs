@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use crate::config::Config;
 use crate::forms::decode::MIN_OPSET;
 use crate::graph::{ConstantSource, Graph, NodeId, Use};
+use crate::particles::Granularity;
 use crate::rules::{Match, RULES, SkipReason, WeightPatch};
 
 /// A weight to decompose and every node input that reads it.
@@ -20,6 +21,14 @@ impl<'m> WeightPlan<'m> {
     /// The first patch, which describes the weight.
     pub fn first(&self) -> &WeightPatch<'m> {
         &self.patches[0]
+    }
+
+    /// The codebook granularity `config` gives this weight.
+    pub fn granularity(&self, config: &Config) -> Granularity {
+        let p = self.first();
+        config
+            .granularity
+            .resolve(p.shape, p.channel_axis, config.bits, p.float_type.size())
     }
 
     /// Number of weights in the matrix.

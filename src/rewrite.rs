@@ -60,7 +60,7 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
             shape: patch.shape,
             float_type: patch.float_type,
             decomposition: &fit.decomposition,
-            granularity: config.granularity,
+            granularity: w.granularity(config),
             channel_axis: patch.channel_axis,
             bits: config.bits,
         };
@@ -99,8 +99,9 @@ fn fit(w: &WeightPlan, config: &Config) -> Result<Option<Fit>> {
         cols,
         channel_axis: patch.channel_axis,
     };
-    let decomposition = decompose(&matrix, config.granularity, config.bits);
-    let decoded = decomposition.decoded(&matrix, config.granularity, |v| patch.float_type.round(v));
+    let granularity = w.granularity(config);
+    let decomposition = decompose(&matrix, granularity, config.bits);
+    let decoded = decomposition.decoded(&matrix, granularity, |v| patch.float_type.round(v));
     let sse = values
         .iter()
         .zip(&decoded)
@@ -148,7 +149,7 @@ fn tensor_report(
         shape: patch.shape,
         dtype: patch.float_type,
         bits: config.bits,
-        granularity: config.granularity,
+        granularity: w.granularity(config),
         elements,
         codebooks: d.codebooks.len(),
         particles: d.particles_per_codebook(),

@@ -4,6 +4,7 @@
 //! its rewritten graph is snapshotted as a text dump.
 
 use sora_onnx::builder::{ModelBuilder, attr_float, attr_int, float_matrix, pseudo_random};
+use sora_onnx::config::GranularityChoice;
 use sora_onnx::dump::dump;
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::proto::tensor_proto::DataType;
@@ -14,7 +15,7 @@ use sora_onnx::{Config, ProofConfig, Rewritten, Validation, rewrite, validate};
 fn config(bits: u32, granularity: Granularity) -> Config {
     Config {
         bits,
-        granularity,
+        granularity: GranularityChoice::Fixed(granularity),
         min_elements: 16,
         ..Config::default()
     }

@@ -1,0 +1,226 @@
+//! The command line: exit codes, one-line errors, atomic output, the report's keys.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::fixture;
+use prost::Message;
+use sora_onnx::builder::ModelBuilder;
+
+fn sora(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sora-onnx"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn wakeword() -> String {
+    fixture("models/wakeword_mlp.onnx")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The error line on stderr, checked to be exactly one line.
+fn one_line_error(out: &Output) -> String {
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    err
+}
+
+#[test]
+fn rewrite_writes_the_model_and_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.onnx");
+    let report_path = dir.path().join("report.json");
+    let out = sora(&[
+        "rewrite",
+        &wakeword(),
+        path(&out_path),
+        "--report",
+        path(&report_path),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("rewrote 1 weight tensors"), "{stdout}");
+    assert!(stdout.contains("proof in tract"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    for key in [
+        "input_bytes",
+        "output_bytes",
+        "bits_per_weight",
+        "tensors",
+        "skipped",
+        "validation",
+        "seconds",
+    ] {
+        assert!(report.get(key).is_some(), "report lacks {key}");
+    }
+    let tensor = &report["tensors"][0];
+    for key in [
+        "name",
+        "shape",
+        "bits",
+        "granularity",
+        "elements",
+        "mse",
+        "sqnr_db",
+        "bits_per_weight",
+        "bytes_before",
+        "bytes_after",
+    ] {
+        assert!(tensor.get(key).is_some(), "tensor report lacks {key}");
+    }
+    assert_eq!(tensor["name"], "layer1.weight");
+    assert_eq!(tensor["shape"], serde_json::json!([32, 2400]));
+    let output = &report["validation"]["outputs"][0];
+    for key in ["name", "max_abs", "rel_l2", "cosine", "sqnr_db"] {
+        assert!(output.get(key).is_some(), "validation output lacks {key}");
+    }
+    let written = std::fs::metadata(&out_path).unwrap().len();
+    assert_eq!(report["output_bytes"].as_u64().unwrap(), written);
+    assert!(report["output_bytes"].as_u64().unwrap() * 4 < report["input_bytes"].as_u64().unwrap());
+    // Only the output was created: the temporary file was renamed.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+#[test]
+fn refuses_to_overwrite_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(wakeword(), &model).unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let out = sora(&["rewrite", path(&model), path(&model), "--no-validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("refusing to overwrite the input model"));
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+}
+
+#[test]
+fn proof_failure_writes_nothing_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.onnx");
+    let out = sora(&[
+        "rewrite",
+        &wakeword(),
+        path(&out_path),
+        "--bits",
+        "1",
+        "--max-rel-error",
+        "1e-6",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("exceeds --max-rel-error"));
+    assert!(!out_path.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_files_get_one_line_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"this is not a model, just text\n").unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    let bytes = std::fs::read(wakeword()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let missing = dir.path().join("missing.onnx");
+    for bad in [&garbage, &truncated, &missing] {
+        let out_path = dir.path().join("out.onnx");
+        let out = sora(&["rewrite", path(bad), path(&out_path)]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = one_line_error(&out);
+        assert!(err.contains(path(bad)), "{err}");
+        assert!(!out_path.exists());
+    }
+}
+
+#[test]
+fn bad_options_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.onnx");
+    let out = sora(&["rewrite", &wakeword(), path(&out_path), "--bits", "9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("--bits must be 1..=8, not 9"));
+    assert!(!out_path.exists());
+    let out = sora(&[
+        "rewrite",
+        &wakeword(),
+        path(&out_path),
+        "--input-dim",
+        "batch",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn nothing_to_rewrite_writes_an_unchanged_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[1, 4]);
+    b.node("Relu", &["x"], &["y"]);
+    b.output_f32("y");
+    let input = dir.path().join("relu.onnx");
+    std::fs::write(&input, b.build().encode_to_vec()).unwrap();
+    let output = dir.path().join("copy.onnx");
+    let out = sora(&["rewrite", path(&input), path(&output)]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("nothing to rewrite"));
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+}
+
+#[test]
+fn inspect_lists_candidates_and_skips() {
+    let out = sora(&["inspect", &wakeword(), "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 1);
+    assert_eq!(v["candidates"][0]["name"], "layer1.weight");
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 2);
+    assert!(v["estimated_model_bytes"].as_u64() < v["model_bytes"].as_u64());
+    let out = sora(&["inspect", &wakeword()]);
+    assert!(text(&out.stdout).contains("rewrite layer1.weight"));
+}
+
+#[test]
+fn validate_compares_two_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let rewritten = dir.path().join("r.onnx");
+    assert!(
+        sora(&[
+            "rewrite",
+            &wakeword(),
+            path(&rewritten),
+            "--no-validate",
+            "-q"
+        ])
+        .status
+        .success()
+    );
+    let out = sora(&["validate", &wakeword(), &wakeword(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outputs"][0]["max_abs"], 0.0);
+    let out = sora(&[
+        "validate",
+        &wakeword(),
+        path(&rewritten),
+        "--max-rel-error",
+        "1e-9",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("FAILED"));
+}

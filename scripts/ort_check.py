@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Cross-check rewritten models with the onnx checker and onnxruntime.
+
+Rewrites small graphs built here (every weight source, dtype, Gemm attribute set,
+opset and index width) and the real fixture models with the sora-onnx binary, then
+checks each result with onnx.checker.check_model(full_check=True), that it uses only
+default-domain ops, and that onnxruntime's outputs stay within the stated tolerance of
+the original model's. Exits non-zero on the first failure.
+
+Usage: scripts/ort_check.py path/to/sora-onnx WORK_DIR
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+RNG = np.random.default_rng(0)
+FAILURES = []
+
+
+def rewrite(binary, src, dst, *flags):
+    cmd = [binary, "rewrite", str(src), str(dst), "-q", "--no-validate", *flags]
+    subprocess.run(cmd, check=True)
+
+
+def check_model(path):
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    domains = {n.domain for n in model.graph.node} - {"", "ai.onnx"}
+    original_domains = {o.domain for o in model.opset_import} - {"", "ai.onnx"}
+    assert domains <= original_domains, f"new domains {domains}"
+    return model
+
+
+def session(path):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def report(name, ok, detail):
+    print(f"{'ok  ' if ok else 'FAIL'} {name:<48} {detail}")
+    if not ok:
+        FAILURES.append(name)
+
+
+# ---- built graphs ---------------------------------------------------------------
+
+NP = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}
+
+
+def weight(rows, cols, dtype, distinct=None):
+    w = RNG.standard_normal((rows, cols))
+    if distinct:
+        w = np.floor((np.clip(w, -2, 2) + 2) / 4 * distinct).clip(0, distinct - 1) / distinct - 0.5
+    return w.astype(NP[dtype])
+
+
+def model_of(nodes, inputs, inits, outputs, opset):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8 if opset <= 18 else 10
+    return m
+
+
+def matmul(opset=17, dtype=TensorProto.FLOAT, source="initializer", distinct=None, batch=(3,)):
+    w = weight(64, 48, dtype, distinct)
+    x = helper.make_tensor_value_info("x", dtype, [*batch, 64])
+    y = helper.make_tensor_value_info("y", dtype, [*batch, 48])
+    inits, nodes = [], []
+    if source == "constant":
+        nodes.append(helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "w")))
+    else:
+        inits.append(numpy_helper.from_array(w, "w"))
+    if source == "if":
+        cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+        then = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [], [helper.make_tensor_value_info("t", dtype, [*batch, 48])])
+        other = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["e0"]), helper.make_node("Neg", ["e0"], ["e"])], "else", [], [helper.make_tensor_value_info("e", dtype, [*batch, 48])])
+        nodes.append(helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other))
+        return model_of(nodes, [x, cond], inits, [y], opset)
+    if source == "shared":
+        nodes.append(helper.make_node("MatMul", ["x", "w"], ["a"]))
+        nodes.append(helper.make_node("MatMul", ["x", "w"], ["b"]))
+        nodes.append(helper.make_node("Add", ["a", "b"], ["y"]))
+        return model_of(nodes, [x], inits, [y], opset)
+    nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
+    return model_of(nodes, [x], inits, [y], opset)
+
+
+def gemm(opset=13, trans_b=1, distinct=None):
+    w = weight(48, 64, TensorProto.FLOAT, distinct) if trans_b else weight(64, 48, TensorProto.FLOAT, distinct)
+    bias = RNG.standard_normal(48).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 48])
+    node = helper.make_node("Gemm", ["x", "w", "bias"], ["y"], transB=trans_b, alpha=0.5, beta=2.0)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "bias")]
+    return model_of([node], [x], inits, [y], opset)
+
+
+def feeds(model):
+    out = {}
+    for i in model.graph.input:
+        if i.name in {t.name for t in model.graph.initializer}:
+            continue
+        t = i.type.tensor_type
+        shape = [d.dim_value or 1 for d in t.shape.dim]
+        if t.elem_type == TensorProto.BOOL:
+            out[i.name] = np.array(True)
+        else:
+            out[i.name] = RNG.standard_normal(shape).astype(NP[t.elem_type])
+    return out
+
+
+def compare_built(binary, work, name, model, flags, exact):
+    src, dst = work / f"{name}.onnx", work / f"{name}.rewritten.onnx"
+    onnx.save(model, str(src))
+    rewrite(binary, src, dst, "--min-elements", "16", *flags)
+    check_model(dst)
+    a, b = session(src), session(dst)
+    worst = 0.0
+    for cond in ([True, False] if any(i.name == "cond" for i in model.graph.input) else [None]):
+        f = feeds(model)
+        if cond is not None:
+            f["cond"] = np.array(cond)
+        ya = a.run(None, f)[0].astype(np.float64)
+        yb = b.run(None, f)[0].astype(np.float64)
+        if exact:
+            worst = max(worst, float(np.abs(ya - yb).max()))
+        else:
+            worst = max(worst, float(np.linalg.norm(ya - yb) / np.linalg.norm(ya)))
+    bound = 0.0 if exact else {1: 0.9, 2: 0.6, 3: 0.3, 4: 0.15, 8: 0.01}[int(flags[flags.index("--bits") + 1])]
+    report(f"{name} {' '.join(flags)}", worst <= bound, f"{'max_abs' if exact else 'rel_l2'} {worst:.3g} (bound {bound})")
+
+
+def built(binary, work):
+    for bits in ["1", "3", "4", "8"]:
+        for gran in ["tensor", "channel"]:
+            flags = ["--bits", bits, "--granularity", gran]
+            compare_built(binary, work, f"matmul_b{bits}_{gran}", matmul(), flags, exact=False)
+    exact4 = ["--bits", "4", "--granularity", "channel"]
+    compare_built(binary, work, "matmul_lossless", matmul(distinct=16), ["--bits", "4", "--granularity", "tensor"], exact=True)
+    compare_built(binary, work, "matmul_3d_input", matmul(distinct=8, batch=(2, 5)), exact4, exact=True)
+    compare_built(binary, work, "constant_node", matmul(source="constant", distinct=8), exact4, exact=True)
+    compare_built(binary, work, "if_branches", matmul(source="if", distinct=8), exact4, exact=True)
+    compare_built(binary, work, "shared_weight", matmul(source="shared", distinct=8), exact4, exact=True)
+    compare_built(binary, work, "fp16", matmul(dtype=TensorProto.FLOAT16, distinct=8), exact4, exact=True)
+    compare_built(binary, work, "double", matmul(dtype=TensorProto.DOUBLE, distinct=8), exact4, exact=True)
+    for opset in [11, 13, 21]:
+        compare_built(binary, work, f"matmul_opset{opset}", matmul(opset=opset, distinct=8), ["--bits", "3"], exact=True)
+    compare_built(binary, work, "gemm_transB1_opset11", gemm(opset=11, distinct=16), exact4, exact=True)
+    compare_built(binary, work, "gemm_transB0", gemm(trans_b=0, distinct=16), exact4, exact=True)
+    compare_built(binary, work, "gemm_lossy", gemm(), ["--bits", "4"], exact=False)
+
+
+# ---- real models ---------------------------------------------------------------
+
+
+def sentences():
+    data = json.loads((FIXTURES / "sentences" / "minilm_eval.json").read_text())
+    ids = np.array([s["input_ids"] for s in data["sentences"]], dtype=np.int64)
+    mask = np.array([s["attention_mask"] for s in data["sentences"]], dtype=np.int64)
+    return ids, mask
+
+
+def minilm(binary, work):
+    src = FIXTURES / "models" / "minilm_l3.onnx"
+    ids, mask = sentences()
+    ref = session(src).run(["461"], {"input_ids": ids, "attention_mask": mask})[0]
+    for bits, floor in [("2", 0.7), ("3", 0.92), ("4", 0.985), ("8", 0.999)]:
+        dst = work / f"minilm_l3_b{bits}.onnx"
+        rewrite(binary, src, dst, "--bits", bits)
+        check_model(dst)
+        emb = session(dst).run(["461"], {"input_ids": ids, "attention_mask": mask})[0]
+        cos = (ref * emb).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(emb, axis=1)
+        size = dst.stat().st_size
+        report(f"minilm_l3 --bits {bits}", cos.mean() >= floor, f"mean cosine {cos.mean():.4f} (min {cos.min():.4f}, floor {floor}), {size} bytes")
+
+
+def magika(binary, work):
+    src, dst = FIXTURES / "models" / "magika.onnx", work / "magika.onnx"
+    rewrite(binary, src, dst)
+    check_model(dst)
+    x = np.fromfile(FIXTURES / "magika" / "inputs.u16", dtype="<u2").reshape(-1, 2048).astype(np.int32)
+    a = session(src).run(None, {"bytes": x})[0].argmax(1)
+    b = session(dst).run(None, {"bytes": x})[0].argmax(1)
+    agree = float((a == b).mean())
+    report("magika top-1 agreement", agree >= 0.95, f"{agree:.3f} on {len(x)} real files (floor 0.95)")
+
+
+def wakeword(binary, work):
+    src, dst = FIXTURES / "models" / "wakeword_mlp.onnx", work / "wakeword.onnx"
+    rewrite(binary, src, dst, "--bits", "8", "--min-elements", "0")
+    check_model(dst)
+    x = RNG.standard_normal((1, 25, 96)).astype(np.float32)
+    a = session(src).run(None, {"onnx::Flatten_0": x})[0]
+    b = session(dst).run(None, {"onnx::Flatten_0": x})[0]
+    diff = float(np.abs(a - b).max())
+    report("wakeword_mlp --bits 8 (3 Gemm transB=1)", diff < 0.01, f"max_abs {diff:.3g} on probability {a.ravel()[0]:.3f}")
+
+
+def int8(binary, work):
+    src, dst = FIXTURES / "models" / "minilm_l6_int8.onnx", work / "minilm_l6_int8.onnx"
+    rewrite(binary, src, dst)
+    same = dst.read_bytes() == src.read_bytes()
+    report("minilm_l6_int8 left alone", same, "byte-identical copy" if same else "changed")
+
+
+def main():
+    binary, work = sys.argv[1], Path(sys.argv[2])
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"onnx {onnx.__version__}, onnxruntime {ort.__version__}")
+    built(binary, work)
+    wakeword(binary, work)
+    magika(binary, work)
+    minilm(binary, work)
+    int8(binary, work)
+    if FAILURES:
+        sys.exit(f"{len(FAILURES)} check(s) failed: {', '.join(FAILURES)}")
+    print("all onnxruntime cross-checks passed")
+
+
+if __name__ == "__main__":
+    main()

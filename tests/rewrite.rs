@@ -8,7 +8,7 @@ use sora_onnx::config::GranularityChoice;
 use sora_onnx::dump::dump;
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::proto::tensor_proto::DataType;
-use sora_onnx::onnx::tensor::{FloatType, float_tensor};
+use sora_onnx::onnx::tensor::{FloatType, float_tensor, i32_tensor, u8_tensor};
 use sora_onnx::particles::Granularity;
 use sora_onnx::{Config, ProofConfig, Rewritten, Validation, rewrite, validate};
 
@@ -245,7 +245,13 @@ fn skip_reasons_name_the_weight() {
     b.node("MatMul", &["x", "also_read"], &["d"]);
     b.node("Relu", &["also_read"], &["e"]);
     b.node("MatMul", &["x", "big"], &["f"]);
-    for o in ["a", "b", "c", "d", "e", "f"] {
+    b.initializer(i32_tensor("ints", &[16, 16], &[1; 256]));
+    b.node("MatMul", &["x", "ints"], &["g"]);
+    b.initializer(u8_tensor("q", &[16, 16], vec![3; 256]));
+    b.initializer(float_matrix("scale", 1, 1, 5));
+    b.node("DequantizeLinear", &["q", "scale"], &["dq"]);
+    b.node("MatMul", &["x", "dq"], &["h"]);
+    for o in ["a", "b", "c", "d", "e", "f", "g", "h"] {
         b.output_f32(o);
     }
     let model = b.build();

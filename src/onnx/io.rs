@@ -35,9 +35,15 @@ pub fn decode_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     Ok(model)
 }
 
-/// Encodes `model` and writes it to `path` atomically: a reader sees either the old
-/// file or the complete new one, never a half-written file.
+/// Encodes `model` and writes it to `path` atomically (see [`write_atomic`]).
 pub fn save_model(model: &ModelProto, path: &Path) -> Result<()> {
+    write_atomic(path, &model.encode_to_vec())
+}
+
+/// Writes `bytes` to `path` atomically: they go to a temporary file in the same
+/// folder, which is then renamed over `path`, so a reader sees either the old file or
+/// the complete new one, never a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io_err = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -51,7 +57,7 @@ pub fn save_model(model: &ModelProto, path: &Path) -> Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io_err)?;
-    file.write_all(&model.encode_to_vec()).map_err(io_err)?;
+    file.write_all(bytes).map_err(io_err)?;
     file.as_file().sync_all().map_err(io_err)?;
     file.persist(path).map_err(|e| io_err(e.error))?;
     Ok(())

@@ -10,4 +10,4 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use io::{decode_model, load_model, save_model};
+pub use io::{decode_model, load_model, save_model, write_atomic};

@@ -11,9 +11,9 @@ use crate::error::{Error, Result};
 
 /// Reads and decodes the model at `path`.
 pub fn load_model(path: &Path) -> Result<ModelProto> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|error| Error::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     decode_model(&bytes, path)
 }
@@ -44,9 +44,9 @@ pub fn save_model(model: &ModelProto, path: &Path) -> Result<()> {
 /// folder, which is then renamed over `path`, so a reader sees either the old file or
 /// the complete new one, never a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_err = |source| Error::Io {
+    let io_err = |error| Error::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,

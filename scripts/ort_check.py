@@ -105,6 +105,22 @@ def gemm(opset=13, trans_b=1, distinct=None):
     return model_of([node], [x], inits, [y], opset)
 
 
+def gather(opset=17):
+    table = weight(50, 16, TensorProto.FLOAT)
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 7])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 7, 16])
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)
+    return model_of([node], [ids], [numpy_helper.from_array(table, "table")], [y], opset)
+
+
+def conv(opset=17, distinct=None):
+    k = weight(8, 27, TensorProto.FLOAT, distinct).reshape(8, 3, 3, 3)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 10, 10])
+    node = helper.make_node("Conv", ["x", "k"], ["y"], pads=[1, 1, 1, 1])
+    return model_of([node], [x], [numpy_helper.from_array(k, "k")], [y], opset)
+
+
 def feeds(model):
     out = {}
     for i in model.graph.input:
@@ -114,6 +130,8 @@ def feeds(model):
         shape = [d.dim_value or 1 for d in t.shape.dim]
         if t.elem_type == TensorProto.BOOL:
             out[i.name] = np.array(True)
+        elif t.elem_type == TensorProto.INT64:
+            out[i.name] = RNG.integers(0, 50, shape).astype(np.int64)
         else:
             out[i.name] = RNG.standard_normal(shape).astype(NP[t.elem_type])
     return out
@@ -158,6 +176,15 @@ def built(binary, work):
     compare_built(binary, work, "gemm_transB1_opset11", gemm(opset=11, distinct=16), exact4, exact=True)
     compare_built(binary, work, "gemm_transB0", gemm(trans_b=0, distinct=16), exact4, exact=True)
     compare_built(binary, work, "gemm_lossy", gemm(), ["--bits", "4"], exact=False)
+    compare_built(binary, work, "gather_embedding", gather(), ["--bits", "4"], exact=False)
+    compare_built(binary, work, "conv_lossless", conv(distinct=8), exact4, exact=True)
+    compare_built(binary, work, "conv_lossy", conv(), ["--bits", "4"], exact=False)
+    for size in ["5", "16"]:
+        flags = ["--bits", "4", "--granularity", f"block:{size}"]
+        compare_built(binary, work, f"matmul_block{size}", matmul(), flags, exact=False)
+        compare_built(binary, work, f"gemm_block{size}_lossless", gemm(distinct=16), flags, exact=True)
+    f32 = ["--bits", "4", "--codebook-type", "f32"]
+    compare_built(binary, work, "matmul_f32_codebook", matmul(), f32, exact=False)
 
 
 # ---- real models ---------------------------------------------------------------
@@ -174,14 +201,16 @@ def minilm(binary, work):
     src = FIXTURES / "models" / "minilm_l3.onnx"
     ids, mask = sentences()
     ref = session(src).run(["461"], {"input_ids": ids, "attention_mask": mask})[0]
-    for bits, floor in [("2", 0.7), ("3", 0.92), ("4", 0.985), ("8", 0.999)]:
-        dst = work / f"minilm_l3_b{bits}.onnx"
-        rewrite(binary, src, dst, "--bits", bits)
+    matmuls = ["--ops", "MatMul,Gemm"]
+    cases = [("2", 0.7, matmuls), ("3", 0.92, matmuls), ("4", 0.985, matmuls), ("8", 0.999, matmuls), ("4", 0.98, [])]
+    for bits, floor, flags in cases:
+        dst = work / f"minilm_l3_b{bits}{'_all' if not flags else ''}.onnx"
+        rewrite(binary, src, dst, "--bits", bits, *flags)
         check_model(dst)
         emb = session(dst).run(["461"], {"input_ids": ids, "attention_mask": mask})[0]
         cos = (ref * emb).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(emb, axis=1)
         size = dst.stat().st_size
-        report(f"minilm_l3 --bits {bits}", cos.mean() >= floor, f"mean cosine {cos.mean():.4f} (min {cos.min():.4f}, floor {floor}), {size} bytes")
+        report(f"minilm_l3 --bits {bits} {' '.join(flags)}", cos.mean() >= floor, f"mean cosine {cos.mean():.4f} (min {cos.min():.4f}, floor {floor}), {size} bytes")
 
 
 def magika(binary, work):

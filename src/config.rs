@@ -3,8 +3,10 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
+use crate::onnx::tensor::FloatType;
 use crate::particles::Granularity;
 use crate::particles::pack::packed_len;
+use crate::rules::RULES;
 
 /// Options of the rewrite.
 #[derive(Clone, Debug)]
@@ -17,6 +19,42 @@ pub struct Config {
     pub min_elements: usize,
     /// Which nodes and weights may be rewritten.
     pub selection: Selection,
+    /// Op types whose weights are rewritten (a subset of [`crate::rules::RULES`]).
+    pub ops: Vec<String>,
+    /// Element type the particles are stored in.
+    pub codebook_type: CodebookType,
+}
+
+/// Op types rewritten by default.
+pub const DEFAULT_OPS: [&str; 4] = ["MatMul", "Gemm", "Gather", "Conv"];
+
+/// Element type of stored particles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodebookType {
+    /// Half precision, cast to the weight's type in the graph. A codebook whose values
+    /// do not fit in half precision (beyond +-65504) is stored in the weight's type.
+    F16,
+    /// Single precision, or the weight's own type when that is half precision.
+    F32,
+}
+
+impl CodebookType {
+    /// The type a codebook for a `weight`-typed weight is stored in, given its particle
+    /// values.
+    pub fn resolve(self, weight: FloatType, particles: &[Vec<f64>]) -> FloatType {
+        let fits_half = || {
+            particles
+                .iter()
+                .flatten()
+                .all(|p| p.abs() <= f64::from(half::f16::MAX))
+        };
+        match (self, weight) {
+            (_, FloatType::F16) => FloatType::F16,
+            (CodebookType::F16, _) if fits_half() => FloatType::F16,
+            (CodebookType::F16, weight) => weight,
+            (CodebookType::F32, _) => FloatType::F32,
+        }
+    }
 }
 
 impl Default for Config {
@@ -26,6 +64,8 @@ impl Default for Config {
             granularity: GranularityChoice::Auto,
             min_elements: 4096,
             selection: Selection::default(),
+            ops: DEFAULT_OPS.iter().map(|s| s.to_string()).collect(),
+            codebook_type: CodebookType::F16,
         }
     }
 }
@@ -37,6 +77,13 @@ impl Config {
             return Err(Error::Config(format!(
                 "--bits must be 1..=8, not {}",
                 self.bits
+            )));
+        }
+        let known: Vec<&str> = RULES.iter().map(|(op, _)| *op).collect();
+        if let Some(op) = self.ops.iter().find(|op| !known.contains(&op.as_str())) {
+            return Err(Error::Config(format!(
+                "--ops: no rule for '{op}' (known: {})",
+                known.join(", ")
             )));
         }
         Ok(())

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::graph::Graph;
 use crate::onnx::proto::ModelProto;
 use crate::onnx::tensor::FloatType;
-use crate::particles::Granularity;
+use crate::particles::Matrix;
 use crate::particles::pack::packed_len;
 use crate::plan::{Skipped, node_label, plan};
 
@@ -58,10 +58,14 @@ pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
         .map(|w| {
             let p = w.first();
             let [rows, cols] = p.shape;
-            let codebooks = match w.granularity(config) {
-                Granularity::Tensor => 1,
-                Granularity::Channel => p.shape[p.channel_axis],
+            let matrix = Matrix {
+                values: &[],
+                rows,
+                cols,
+                channel_axis: p.channel_axis,
             };
+            let codebooks = matrix.codebooks(w.granularity(config));
+            let particle_size = config.codebook_type.resolve(p.float_type, &[]).size();
             Candidate {
                 name: p.weight.name.to_string(),
                 nodes: w
@@ -74,7 +78,7 @@ pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
                 elements: rows * cols,
                 bytes_before: p.weight.tensor.encoded_len(),
                 estimated_bytes_after: packed_len(rows * cols, config.bits)
-                    + codebooks * (1 << config.bits) * p.float_type.size(),
+                    + codebooks * (1 << config.bits) * particle_size,
             }
         })
         .collect();

@@ -8,10 +8,27 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sora_onnx::config::GranularityChoice;
+use sora_onnx::config::{CodebookType, GranularityChoice};
 use sora_onnx::onnx::{load_model, save_model, write_atomic};
 use sora_onnx::particles::Granularity;
 use sora_onnx::{Config, ProofConfig, Selection};
+
+/// Like `print!`, but a closed stdout (`sora-onnx inspect m.onnx | head`) is not an
+/// error: the output is simply dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Like `println!`, but a closed stdout is not an error.
+macro_rules! sayln {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(
@@ -66,10 +83,17 @@ struct ParticleArgs {
     /// Bits per particle index: codebooks of 2^bits particles (1..=8).
     #[arg(long, default_value_t = 4)]
     bits: u32,
-    /// One codebook per tensor or per output channel; auto: per channel unless its
+    /// Codebook granularity: tensor, channel (one per output channel), block:G (one
+    /// per G consecutive inputs of a channel), or auto: per channel unless its
     /// codebooks would take more than half the bytes of the weight's indices.
-    #[arg(long, value_enum, default_value_t = GranularityArg::Auto)]
-    granularity: GranularityArg,
+    #[arg(long, value_name = "auto|tensor|channel|block:G", default_value = "auto", value_parser = parse_granularity)]
+    granularity: GranularityChoice,
+    /// Element type of stored particles (f16 is cast back to the weight's type in the graph).
+    #[arg(long, value_enum, default_value_t = CodebookArg::F16)]
+    codebook_type: CodebookArg,
+    /// Op types whose weights are rewritten, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Gather,Conv")]
+    ops: Vec<String>,
     /// Leave weights with fewer elements alone.
     #[arg(long, default_value_t = 4096)]
     min_elements: usize,
@@ -82,10 +106,9 @@ struct ParticleArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum GranularityArg {
-    Auto,
-    Tensor,
-    Channel,
+enum CodebookArg {
+    F16,
+    F32,
 }
 
 #[derive(Args)]
@@ -128,6 +151,24 @@ struct ValidateArgs {
     json: bool,
 }
 
+fn parse_granularity(s: &str) -> Result<GranularityChoice, String> {
+    Ok(match s {
+        "auto" => GranularityChoice::Auto,
+        "tensor" => GranularityChoice::Fixed(Granularity::Tensor),
+        "channel" => GranularityChoice::Fixed(Granularity::Channel),
+        _ => {
+            let size = s
+                .strip_prefix("block:")
+                .and_then(|g| g.parse::<usize>().ok())
+                .filter(|&g| g > 0);
+            let size = size.ok_or_else(|| {
+                format!("expected auto, tensor, channel or block:G with G > 0, got '{s}'")
+            })?;
+            GranularityChoice::Fixed(Granularity::Block(size))
+        }
+    })
+}
+
 fn parse_dim(s: &str) -> Result<(String, usize), String> {
     let (name, n) = s
         .split_once('=')
@@ -140,11 +181,12 @@ impl ParticleArgs {
     fn config(&self) -> Result<Config> {
         Ok(Config {
             bits: self.bits,
-            granularity: match self.granularity {
-                GranularityArg::Auto => GranularityChoice::Auto,
-                GranularityArg::Tensor => GranularityChoice::Fixed(Granularity::Tensor),
-                GranularityArg::Channel => GranularityChoice::Fixed(Granularity::Channel),
+            granularity: self.granularity,
+            codebook_type: match self.codebook_type {
+                CodebookArg::F16 => CodebookType::F16,
+                CodebookArg::F32 => CodebookType::F32,
             },
+            ops: self.ops.clone(),
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
         })
@@ -211,7 +253,7 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
     let mut passed = true;
     if report.tensors.is_empty() {
         if !args.quiet {
-            println!(
+            sayln!(
                 "nothing to rewrite in {}: writing an unchanged copy",
                 args.input.display()
             );
@@ -229,9 +271,9 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
         write_atomic(path, json.as_bytes())?;
     }
     if !args.quiet {
-        print!("{}", report.summary());
+        say!("{}", report.summary());
         if args.verbose {
-            print!("{}", report.details());
+            say!("{}", report.details());
         }
     }
     if !passed && !args.force {
@@ -244,7 +286,7 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
     }
     save_model(&rewritten.model, &args.output)?;
     if !args.quiet {
-        println!("wrote {}", args.output.display());
+        sayln!("wrote {}", args.output.display());
     }
     Ok(if passed {
         ExitCode::SUCCESS
@@ -258,17 +300,17 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let inspection = sora_onnx::inspect(&model, &args.particles.config()?)
         .with_context(|| args.input.display().to_string())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&inspection)?);
+        sayln!("{}", serde_json::to_string_pretty(&inspection)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    sayln!(
         "{}: opset {}, {} bytes",
         args.input.display(),
         inspection.opset,
         inspection.model_bytes
     );
     for c in &inspection.candidates {
-        println!(
+        sayln!(
             "  rewrite {:<40} {:>5}x{:<5} {:?} {:>9} params  {:>9} -> ~{} bytes",
             c.name,
             c.shape[0],
@@ -280,9 +322,9 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         );
     }
     for s in &inspection.skipped {
-        println!("  skip {}: {}", s.node, s.reason);
+        sayln!("  skip {}: {}", s.node, s.reason);
     }
-    println!(
+    sayln!(
         "{} weights to rewrite, {} nodes skipped; estimated size {} -> {} bytes",
         inspection.candidates.len(),
         inspection.skipped.len(),
@@ -297,10 +339,10 @@ fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let b = load(&args.b)?;
     let proof = sora_onnx::validate(&a, &b, &args.proof.config())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&proof)?);
+        sayln!("{}", serde_json::to_string_pretty(&proof)?);
     } else {
-        print!("{}", proof.table());
-        println!("{}", if proof.passed { "passed" } else { "FAILED" });
+        say!("{}", proof.table());
+        sayln!("{}", if proof.passed { "passed" } else { "FAILED" });
     }
     Ok(if proof.passed {
         ExitCode::SUCCESS

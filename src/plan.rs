@@ -26,9 +26,10 @@ impl<'m> WeightPlan<'m> {
     /// The codebook granularity `config` gives this weight.
     pub fn granularity(&self, config: &Config) -> Granularity {
         let p = self.first();
+        let particle_size = config.codebook_type.resolve(p.float_type, &[]).size();
         config
             .granularity
-            .resolve(p.shape, p.channel_axis, config.bits, p.float_type.size())
+            .resolve(p.shape, p.channel_axis, config.bits, particle_size)
     }
 
     /// Number of weights in the matrix.
@@ -75,7 +76,10 @@ pub fn plan<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
         if !matches!(node.domain(), "" | "ai.onnx") {
             continue;
         }
-        let Some((_, rule)) = RULES.iter().find(|(op, _)| *op == node.op_type()) else {
+        let rule = RULES
+            .iter()
+            .find(|(op, _)| *op == node.op_type() && config.ops.iter().any(|o| o == op));
+        let Some((_, rule)) = rule else {
             continue;
         };
         let decision = match rule(graph, id, config) {
@@ -99,6 +103,7 @@ pub fn plan<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
                 node: node_label(graph, id),
                 reason: reason.to_string(),
             }),
+            Match::NotCandidate => {}
         }
     }
     let (weights, shared): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.weights)

@@ -48,8 +48,10 @@ pub struct TensorReport {
     pub nodes: Vec<String>,
     /// Rows and columns.
     pub shape: [usize; 2],
-    /// Element type of the weight and its particles.
+    /// Element type of the weight.
     pub dtype: FloatType,
+    /// Element type its particles are stored in.
+    pub codebook_dtype: FloatType,
     /// Bits per index.
     pub bits: u32,
     /// Codebook granularity.
@@ -114,7 +116,7 @@ impl Report {
         for t in &self.tensors {
             let _ = writeln!(
                 s,
-                "  {:<40} {:>5}x{:<5} {} {}-bit {:?} mse {:.3e} sqnr {:5.1} dB  {:.2} b/w",
+                "  {:<40} {:>5}x{:<5} {} {}-bit {} mse {:.3e} sqnr {:5.1} dB  {:.2} b/w",
                 t.name,
                 t.shape[0],
                 t.shape[1],

@@ -12,8 +12,8 @@ use crate::error::Result;
 use crate::forms::decode::{self, DecodeInput, Subgraph};
 use crate::graph::{ConstantSource, Graph, GraphStep};
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
-use crate::onnx::tensor::float_values;
-use crate::particles::{Decomposition, Matrix, decompose};
+use crate::onnx::tensor::{FloatType, float_values};
+use crate::particles::{Decomposition, Granularity, Matrix, decompose};
 use crate::plan::{Skipped, WeightPlan, node_label, plan};
 use crate::report::{KmeansMethod, Report, TensorReport};
 use crate::rules::SkipReason;
@@ -27,9 +27,12 @@ pub struct Rewritten {
     pub report: Report,
 }
 
-/// A weight's particles and how well they fit it.
+/// A weight's particles, the settings they were fitted with, and how well they fit.
 struct Fit {
     decomposition: Decomposition,
+    bits: u32,
+    granularity: Granularity,
+    codebook_type: FloatType,
     sse: f64,
     signal: f64,
 }
@@ -41,31 +44,36 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     let start = Instant::now();
     let graph = Graph::new(model)?;
     let mut plan = plan(&graph, config);
-    let fits: Vec<Result<Option<Fit>>> = plan.weights.par_iter().map(|w| fit(w, config)).collect();
+    let fits: Vec<Result<Result<Fit, SkipReason>>> =
+        plan.weights.par_iter().map(|w| fit(w, config)).collect();
     let mut names = graph.names();
     let mut edits = Edits::default();
     let mut tensors = Vec::new();
     for (w, fit) in plan.weights.iter().zip(fits) {
-        let Some(fit) = fit? else {
-            let reason = SkipReason::NonFinite(w.first().weight.name.to_string());
-            plan.skipped.extend(w.patches.iter().map(|p| Skipped {
-                node: node_label(&graph, p.node),
-                reason: reason.to_string(),
-            }));
-            continue;
+        let fit = match fit? {
+            Ok(fit) => fit,
+            Err(reason) => {
+                plan.skipped.extend(w.patches.iter().map(|p| Skipped {
+                    node: node_label(&graph, p.node),
+                    reason: reason.to_string(),
+                }));
+                continue;
+            }
         };
         let patch = w.first();
         let input = DecodeInput {
             weight: patch.weight.name,
+            dims: &patch.weight.tensor.dims,
             shape: patch.shape,
             float_type: patch.float_type,
+            codebook_type: fit.codebook_type,
             decomposition: &fit.decomposition,
-            granularity: w.granularity(config),
+            granularity: fit.granularity,
             channel_axis: patch.channel_axis,
-            bits: config.bits,
+            bits: fit.bits,
         };
         let subgraph = decode::emit(&input, &mut names);
-        tensors.push(tensor_report(&graph, w, &fit, &subgraph, config));
+        tensors.push(tensor_report(&graph, w, &fit, &subgraph));
         edits.add(&graph, w, subgraph);
     }
     let mut rewritten = model.clone();
@@ -85,12 +93,12 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     })
 }
 
-/// Reads and decomposes one weight; `None` if it holds NaN or infinities.
-fn fit(w: &WeightPlan, config: &Config) -> Result<Option<Fit>> {
+/// Reads and decomposes one weight, or says why it cannot be.
+fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
     let patch = w.first();
     let values = float_values(patch.weight.tensor)?;
     if values.iter().any(|v| !v.is_finite()) {
-        return Ok(None);
+        return Ok(Err(SkipReason::NonFinite(patch.weight.name.to_string())));
     }
     let [rows, cols] = patch.shape;
     let matrix = Matrix {
@@ -101,27 +109,29 @@ fn fit(w: &WeightPlan, config: &Config) -> Result<Option<Fit>> {
     };
     let granularity = w.granularity(config);
     let decomposition = decompose(&matrix, granularity, config.bits);
-    let decoded = decomposition.decoded(&matrix, granularity, |v| patch.float_type.round(v));
+    let codebook_type = config
+        .codebook_type
+        .resolve(patch.float_type, &decomposition.codebooks);
+    let decoded = decomposition.decoded(&matrix, granularity, |v| {
+        patch.float_type.round(codebook_type.round(v))
+    });
     let sse = values
         .iter()
         .zip(&decoded)
         .map(|(a, b)| (a - b) * (a - b))
         .sum();
     let signal = values.iter().map(|a| a * a).sum();
-    Ok(Some(Fit {
+    Ok(Ok(Fit {
         decomposition,
+        bits: config.bits,
+        granularity,
+        codebook_type,
         sse,
         signal,
     }))
 }
 
-fn tensor_report(
-    graph: &Graph,
-    w: &WeightPlan,
-    fit: &Fit,
-    subgraph: &Subgraph,
-    config: &Config,
-) -> TensorReport {
+fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) -> TensorReport {
     let patch = w.first();
     let elements = w.elements();
     let bytes_before = match patch.weight.source {
@@ -148,8 +158,9 @@ fn tensor_report(
             .collect(),
         shape: patch.shape,
         dtype: patch.float_type,
-        bits: config.bits,
-        granularity: w.granularity(config),
+        codebook_dtype: fit.codebook_type,
+        bits: fit.bits,
+        granularity: fit.granularity,
         elements,
         codebooks: d.codebooks.len(),
         particles: d.particles_per_codebook(),

@@ -31,7 +31,7 @@ fn decode_model(input: &DecodeInput, opset: i64) -> ModelProto {
     }
 }
 
-fn run_in_tract(model: &ModelProto) -> Vec<f64> {
+fn run_in_tract(model: &ModelProto) -> (Vec<f64>, Vec<usize>) {
     use prost::Message;
     let bytes = model.encode_to_vec();
     let plan = tract_onnx::onnx()
@@ -43,22 +43,57 @@ fn run_in_tract(model: &ModelProto) -> Vec<f64> {
         .unwrap();
     let out = plan.run(tvec!()).unwrap();
     let t = out[0].cast_to::<f64>().unwrap();
-    t.to_plain_array_view::<f64>()
+    let values = t
+        .to_plain_array_view::<f64>()
         .unwrap()
         .iter()
         .copied()
-        .collect()
+        .collect();
+    (values, out[0].shape().to_vec())
 }
 
-fn check(
+/// One decode subgraph to build and run.
+#[derive(Clone, Debug)]
+struct Case {
     rows: usize,
     cols: usize,
     bits: u32,
     granularity: Granularity,
     channel_axis: usize,
     ty: FloatType,
+    codebook: FloatType,
+    /// The weight's own dims, when not [rows, cols].
+    dims: Option<Vec<i64>>,
     opset: i64,
-) {
+}
+
+impl Default for Case {
+    fn default() -> Self {
+        Case {
+            rows: 16,
+            cols: 9,
+            bits: 4,
+            granularity: Granularity::Channel,
+            channel_axis: 1,
+            ty: FloatType::F32,
+            codebook: FloatType::F32,
+            dims: None,
+            opset: 17,
+        }
+    }
+}
+
+fn check(case: Case) {
+    let Case {
+        rows,
+        cols,
+        bits,
+        granularity,
+        channel_axis,
+        ty,
+        codebook,
+        ..
+    } = case;
     let values = pseudo_random(rows * cols, bits as u64 * 31 + rows as u64);
     let matrix = Matrix {
         values: &values,
@@ -67,20 +102,25 @@ fn check(
         channel_axis,
     };
     let decomposition = decompose(&matrix, granularity, bits);
-    let expected = decomposition.decoded(&matrix, granularity, |v| ty.round(v));
+    let expected = decomposition.decoded(&matrix, granularity, |v| ty.round(codebook.round(v)));
+    let dims = case.dims.clone().unwrap_or(vec![rows as i64, cols as i64]);
     let input = DecodeInput {
         weight: "w",
+        dims: &dims,
         shape: [rows, cols],
         float_type: ty,
+        codebook_type: codebook,
         decomposition: &decomposition,
         granularity,
         channel_axis,
         bits,
     };
-    let got = run_in_tract(&decode_model(&input, opset));
+    let (got, shape) = run_in_tract(&decode_model(&input, case.opset));
+    assert_eq!(got, expected, "{case:?}");
     assert_eq!(
-        got, expected,
-        "{rows}x{cols} bits {bits} {granularity:?} axis {channel_axis} {ty:?} opset {opset}"
+        shape,
+        dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+        "{case:?}"
     );
 }
 
@@ -88,29 +128,112 @@ fn check(
 fn every_index_width_decodes_exactly() {
     for bits in 1..=8 {
         // 7 x 5 = 35 weights: not a multiple of 8, so the packing pads.
-        check(7, 5, bits, Granularity::Tensor, 1, FloatType::F32, 17);
-        check(16, 9, bits, Granularity::Channel, 1, FloatType::F32, 17);
+        check(Case {
+            rows: 7,
+            cols: 5,
+            bits,
+            granularity: Granularity::Tensor,
+            ..Case::default()
+        });
+        check(Case {
+            bits,
+            ..Case::default()
+        });
     }
 }
 
 #[test]
 fn channels_along_rows_decode_exactly() {
     for bits in [2, 4, 8] {
-        check(6, 11, bits, Granularity::Channel, 0, FloatType::F32, 17);
+        check(Case {
+            rows: 6,
+            cols: 11,
+            bits,
+            channel_axis: 0,
+            ..Case::default()
+        });
+    }
+}
+
+#[test]
+fn blocks_of_inputs_decode_exactly() {
+    for channel_axis in [0, 1] {
+        for size in [3, 8] {
+            check(Case {
+                rows: 16,
+                cols: 10,
+                granularity: Granularity::Block(size),
+                channel_axis,
+                ..Case::default()
+            });
+        }
     }
 }
 
 #[test]
 fn half_and_double_weights_decode_exactly() {
-    check(12, 8, 4, Granularity::Channel, 1, FloatType::F16, 17);
-    check(12, 8, 3, Granularity::Tensor, 1, FloatType::F64, 17);
+    check(Case {
+        rows: 12,
+        cols: 8,
+        ty: FloatType::F16,
+        codebook: FloatType::F16,
+        ..Case::default()
+    });
+    let f64_case = Case {
+        rows: 12,
+        cols: 8,
+        bits: 3,
+        granularity: Granularity::Tensor,
+        ty: FloatType::F64,
+        codebook: FloatType::F64,
+        ..Case::default()
+    };
+    check(f64_case);
+}
+
+#[test]
+fn half_codebooks_are_cast_to_the_weight_type() {
+    check(Case {
+        codebook: FloatType::F16,
+        ..Case::default()
+    });
+    check(Case {
+        granularity: Granularity::Tensor,
+        ty: FloatType::F64,
+        codebook: FloatType::F16,
+        ..Case::default()
+    });
+}
+
+#[test]
+fn conv_weights_are_reshaped_back() {
+    // [O=4, C=3, 3, 2] viewed as [4, 18] with channels along rows.
+    check(Case {
+        rows: 4,
+        cols: 18,
+        channel_axis: 0,
+        dims: Some(vec![4, 3, 3, 2]),
+        ..Case::default()
+    });
 }
 
 #[test]
 fn oldest_and_newest_opsets() {
     for opset in [11, 13, 17, 21] {
-        check(8, 8, 4, Granularity::Channel, 1, FloatType::F32, opset);
-        check(5, 3, 3, Granularity::Tensor, 1, FloatType::F32, opset);
+        check(Case {
+            rows: 8,
+            cols: 8,
+            opset,
+            ..Case::default()
+        });
+        check(Case {
+            rows: 5,
+            cols: 3,
+            bits: 3,
+            granularity: Granularity::Tensor,
+            opset,
+            ..Case::default()
+        });
     }
 }
 
@@ -126,8 +249,10 @@ fn generated_names_derive_from_the_weight_and_avoid_taken_names() {
     let decomposition = decompose(&matrix, Granularity::Tensor, 2);
     let input = DecodeInput {
         weight: "layer/w",
+        dims: &[8, 8],
         shape: [8, 8],
         float_type: FloatType::F32,
+        codebook_type: FloatType::F32,
         decomposition: &decomposition,
         granularity: Granularity::Tensor,
         channel_axis: 1,

@@ -9,6 +9,10 @@
 //! per tensor:              W = Gather(particles[K], index[N,M])
 //! per channel, columns:    W = GatherElements(particles[K,M], index[N,M], axis=0)
 //! per channel, rows:       W = GatherElements(particles[N,K], index[N,M], axis=1)
+//! per block of G inputs:   W = GatherElements(particles[B*K,M], index + (row/G)*K, axis=0)
+//!                          (rows as channels: particles[N,B*K], index + (col/G)*K, axis=1)
+//! f16 particles:           particles --Cast(weight type)--> before the gather
+//! weights of rank != 2:    W = Reshape(W[O, rest], dims)        (Conv)
 //! ```
 //!
 //! Index `s` of a group of 8 starts at bit `b*s` of the group's `b` bytes, in byte
@@ -28,7 +32,7 @@ use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_tensor, i32_tensor, i64_tensor, u8_tensor};
 use crate::particles::pack::{GROUP, pack};
-use crate::particles::{Decomposition, Granularity};
+use crate::particles::{Decomposition, Granularity, Matrix};
 
 /// Oldest default-domain opset the decode form can be written in (GatherElements).
 pub const MIN_OPSET: i64 = 11;
@@ -38,10 +42,15 @@ pub const MIN_OPSET: i64 = 11;
 pub struct DecodeInput<'a> {
     /// The weight's name; every generated name derives from it.
     pub weight: &'a str,
-    /// Rows and columns.
+    /// The weight's own dims; the decoded matrix is reshaped to them when they are
+    /// not 2-D.
+    pub dims: &'a [i64],
+    /// Rows and columns of the matrix view the particles were fitted on.
     pub shape: [usize; 2],
-    /// Element type of the weight and of its particles.
+    /// Element type of the weight.
     pub float_type: FloatType,
+    /// Element type the particles are stored in; cast to `float_type` if different.
+    pub codebook_type: FloatType,
     /// Its particles and indices.
     pub decomposition: &'a Decomposition,
     /// How many weights share a codebook.
@@ -109,43 +118,70 @@ pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
         names,
         out: Subgraph::default(),
     };
-    let index = unpacked_index(&mut e, input);
+    let mut index = unpacked_index(&mut e, input);
+    let matrix = Matrix {
+        values: &[],
+        rows,
+        cols,
+        channel_axis: input.channel_axis,
+    };
     let books = &input.decomposition.codebooks;
     let k = input.decomposition.particles_per_codebook();
-    let ty = input.float_type;
-    let decoded = match (input.granularity, input.channel_axis) {
-        (Granularity::Tensor, _) => {
-            let particles = e.constant("particles", |n| float_tensor(n, &[k], ty, &books[0]));
-            e.op(
-                "Gather",
-                &[&particles, &index],
-                "decoded",
-                vec![attr_int("axis", 0)],
-            )
-        }
-        (Granularity::Channel, 0) => {
-            let values: Vec<f64> = books.iter().flatten().copied().collect();
-            let particles = e.constant("particles", |n| float_tensor(n, &[rows, k], ty, &values));
+    let blocks = matrix.blocks(input.granularity);
+    // Particle tables: [K] per tensor; per channel (and block) laid out so that
+    // GatherElements along the input axis reads codebook (channel, block) at
+    // index + block * K.
+    let (dims, values, axis): (Vec<usize>, Vec<f64>, Option<i64>) =
+        match (input.granularity, input.channel_axis) {
+            (Granularity::Tensor, _) => (vec![k], books[0].clone(), None),
+            (_, 0) => (
+                vec![rows, blocks * k],
+                books.iter().flatten().copied().collect(),
+                Some(1),
+            ),
+            (_, _) => {
+                let values = (0..blocks * k)
+                    .flat_map(|r| (0..cols).map(move |c| books[c * blocks + r / k][r % k]))
+                    .collect();
+                (vec![blocks * k, cols], values, Some(0))
+            }
+        };
+    let stored = input.codebook_type;
+    let mut particles = e.constant("particles", |n| float_tensor(n, &dims, stored, &values));
+    if stored != input.float_type {
+        let to = vec![attr_int("to", input.float_type.data_type() as i64)];
+        particles = e.op("Cast", &[&particles], "particles.cast", to);
+    }
+    let mut decoded = match axis {
+        None => e.op(
+            "Gather",
+            &[&particles, &index],
+            "decoded",
+            vec![attr_int("axis", 0)],
+        ),
+        Some(axis) => {
+            if blocks > 1 {
+                let Granularity::Block(size) = input.granularity else {
+                    unreachable!("only block granularity has several blocks")
+                };
+                let inputs = if axis == 0 { rows } else { cols };
+                let offsets: Vec<i32> = (0..inputs).map(|i| (i / size * k) as i32).collect();
+                let shape = if axis == 0 { [rows, 1] } else { [1, cols] };
+                let offsets = e.int32s("index.block_offsets", &shape, &offsets);
+                index = e.op("Add", &[&index, &offsets], "index.in_block", vec![]);
+            }
             e.op(
                 "GatherElements",
                 &[&particles, &index],
                 "decoded",
-                vec![attr_int("axis", 1)],
-            )
-        }
-        (Granularity::Channel, _) => {
-            let values: Vec<f64> = (0..k)
-                .flat_map(|p| books.iter().map(move |b| b[p]))
-                .collect();
-            let particles = e.constant("particles", |n| float_tensor(n, &[k, cols], ty, &values));
-            e.op(
-                "GatherElements",
-                &[&particles, &index],
-                "decoded",
-                vec![attr_int("axis", 0)],
+                vec![attr_int("axis", axis)],
             )
         }
     };
+    if input.dims.len() != 2 {
+        let shape = e.ints("decoded.shape", &[input.dims.len()], input.dims);
+        decoded = e.op("Reshape", &[&decoded, &shape], "decoded.reshaped", vec![]);
+    }
     e.out.output = decoded;
     e.out
 }

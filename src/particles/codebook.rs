@@ -5,9 +5,10 @@ use super::kmeans1d::{Group, optimal_clusters};
 
 /// Most points the exact dynamic program takes for a codebook of `k` particles; more
 /// distinct values than this are first binned into a fine histogram (see
-/// [`fit_codebook`]). Keeps the DP's split table near 64 MiB and its time in seconds.
+/// [`fit_codebook`]). `k * limit = 2^20` keeps one codebook's DP near 2^24 cost
+/// evaluations (tens of milliseconds) and its split table at 4 MiB.
 pub fn exact_limit(k: usize) -> usize {
-    ((1usize << 24) / k.max(1)).max(1 << 12)
+    ((1usize << 20) / k.max(1)).max(1 << 10)
 }
 
 /// The particles of one codebook and the index of every value into them.
@@ -175,7 +176,6 @@ mod tests {
 
     #[test]
     fn histogram_stays_within_its_bound() {
-        // 2^14 distinct values with k = 2^8 exceeds the exact limit (2^16 / ...).
         let k = 256;
         let n = exact_limit(k) + 5000;
         let values: Vec<f64> = (0..n)

@@ -48,49 +48,39 @@ pub struct Clusters {
     pub sse: f64,
 }
 
-/// Prefix sums over the groups: segment costs in O(1).
-struct Prefix {
-    count: Vec<f64>,
-    sum: Vec<f64>,
-    sum_sq: Vec<f64>,
-}
+/// Prefix sums over the groups (entry `i` sums groups `0..i`): segment costs in O(1).
+struct Prefix(Vec<Group>);
 
 impl Prefix {
     fn new(groups: &[Group]) -> Self {
-        let n = groups.len() + 1;
-        let mut prefix = Prefix {
-            count: Vec::with_capacity(n),
-            sum: Vec::with_capacity(n),
-            sum_sq: Vec::with_capacity(n),
-        };
         let mut acc = Group::default();
-        prefix.record(acc);
+        let mut sums = Vec::with_capacity(groups.len() + 1);
+        sums.push(acc);
         for g in groups {
             acc.count += g.count;
             acc.sum += g.sum;
             acc.sum_sq += g.sum_sq;
-            prefix.record(acc);
+            sums.push(acc);
         }
-        prefix
-    }
-
-    fn record(&mut self, g: Group) {
-        self.count.push(g.count);
-        self.sum.push(g.sum);
-        self.sum_sq.push(g.sum_sq);
+        Prefix(sums)
     }
 
     /// Squared error of groups `a..b` around their mean (`a < b`).
     fn sse(&self, a: usize, b: usize) -> f64 {
-        let count = self.count[b] - self.count[a];
-        let sum = self.sum[b] - self.sum[a];
-        let sum_sq = self.sum_sq[b] - self.sum_sq[a];
-        (sum_sq - sum * sum / count).max(0.0)
+        segment_sse(&self.0[a], &self.0[b])
     }
 
     fn mean(&self, a: usize, b: usize) -> f64 {
-        (self.sum[b] - self.sum[a]) / (self.count[b] - self.count[a])
+        (self.0[b].sum - self.0[a].sum) / (self.0[b].count - self.0[a].count)
     }
+}
+
+/// Squared error of the values between two prefix sums, around their mean.
+#[inline]
+fn segment_sse(from: &Group, to: &Group) -> f64 {
+    let count = to.count - from.count;
+    let sum = to.sum - from.sum;
+    (to.sum_sq - from.sum_sq - sum * sum / count).max(0.0)
 }
 
 /// Splits `groups` (in ascending order of value, each with a positive count) into
@@ -170,11 +160,14 @@ struct Layer<'a> {
 impl Layer<'_> {
     /// The best split `j` in `lo..=hi` for row `i`, and its cost.
     fn best(&self, i: usize, lo: usize, hi: usize) -> (f64, usize) {
+        let end = &self.prefix.0[i];
+        let starts = &self.prefix.0[lo..=hi];
+        let previous = &self.previous[lo - (self.c - 1)..=hi - (self.c - 1)];
         let mut best = (f64::INFINITY, lo);
-        for j in lo..=hi {
-            let cost = self.previous[j - (self.c - 1)] + self.prefix.sse(j, i);
+        for (n, (start, before)) in starts.iter().zip(previous).enumerate() {
+            let cost = before + segment_sse(start, end);
             if cost < best.0 {
-                best = (cost, j);
+                best = (cost, lo + n);
             }
         }
         best

@@ -12,13 +12,30 @@ use rayon::prelude::*;
 pub use codebook::{Codebook, fit_codebook};
 
 /// How many weights share one codebook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Granularity {
     /// One codebook for the whole tensor.
     Tensor,
     /// One codebook per output channel.
     Channel,
+    /// One codebook per block of this many consecutive inputs of one output channel.
+    Block(usize),
+}
+
+impl std::fmt::Display for Granularity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Granularity::Tensor => write!(f, "tensor"),
+            Granularity::Channel => write!(f, "channel"),
+            Granularity::Block(g) => write!(f, "block:{g}"),
+        }
+    }
+}
+
+impl serde::Serialize for Granularity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// A row-major matrix of weights, `values.len() == rows * cols`.
@@ -31,43 +48,91 @@ pub struct Matrix<'a> {
     /// Number of columns.
     pub cols: usize,
     /// The axis (0: rows, 1: columns) along which output channels run: with
-    /// `channel_axis == 1` channel `j` is column `j`.
+    /// `channel_axis == 1` channel `j` is column `j` and inputs are rows.
     pub channel_axis: usize,
 }
 
 impl Matrix<'_> {
-    /// The codebook that serves position `pos` at `granularity`.
+    /// Number of output channels and of inputs per channel.
+    pub fn channels_and_inputs(&self) -> (usize, usize) {
+        if self.channel_axis == 0 {
+            (self.rows, self.cols)
+        } else {
+            (self.cols, self.rows)
+        }
+    }
+
+    /// Number of input blocks per channel at `granularity` (1 unless per block).
+    pub fn blocks(&self, granularity: Granularity) -> usize {
+        match granularity {
+            Granularity::Block(g) => self.channels_and_inputs().1.div_ceil(g.max(1)),
+            _ => 1,
+        }
+    }
+
+    /// Number of codebooks at `granularity`.
+    pub fn codebooks(&self, granularity: Granularity) -> usize {
+        match granularity {
+            Granularity::Tensor => 1,
+            _ => self.channels_and_inputs().0 * self.blocks(granularity),
+        }
+    }
+
+    /// Channel and input number of position `pos`.
+    fn channel_and_input(&self, pos: usize) -> (usize, usize) {
+        let (row, col) = (pos / self.cols, pos % self.cols);
+        if self.channel_axis == 0 {
+            (row, col)
+        } else {
+            (col, row)
+        }
+    }
+
+    fn position(&self, channel: usize, input: usize) -> usize {
+        if self.channel_axis == 0 {
+            channel * self.cols + input
+        } else {
+            input * self.cols + channel
+        }
+    }
+
+    fn block_size(&self, granularity: Granularity) -> usize {
+        match granularity {
+            Granularity::Block(g) => g.max(1),
+            _ => self.channels_and_inputs().1.max(1),
+        }
+    }
+
+    /// The codebook that serves position `pos` at `granularity`. Codebooks are
+    /// numbered `channel * blocks + block`.
     pub fn codebook_of(&self, pos: usize, granularity: Granularity) -> usize {
-        match (granularity, self.channel_axis) {
-            (Granularity::Tensor, _) => 0,
-            (Granularity::Channel, 0) => pos / self.cols,
-            (Granularity::Channel, _) => pos % self.cols,
+        if granularity == Granularity::Tensor {
+            return 0;
         }
+        let (channel, input) = self.channel_and_input(pos);
+        channel * self.blocks(granularity) + input / self.block_size(granularity)
     }
 
-    fn channels(&self) -> usize {
-        if self.channel_axis == 0 {
-            self.rows
-        } else {
-            self.cols
+    /// The positions codebook `id` serves, in row-major order.
+    pub fn positions(&self, granularity: Granularity, id: usize) -> Vec<usize> {
+        if granularity == Granularity::Tensor {
+            return (0..self.values.len()).collect();
         }
-    }
-
-    /// The positions of channel `c`'s weights, in row-major order.
-    fn channel_positions(&self, c: usize) -> Box<dyn Iterator<Item = usize> + '_> {
-        if self.channel_axis == 0 {
-            Box::new(c * self.cols..(c + 1) * self.cols)
-        } else {
-            Box::new((0..self.rows).map(move |r| r * self.cols + c))
-        }
+        let blocks = self.blocks(granularity);
+        let size = self.block_size(granularity);
+        let (channel, block) = (id / blocks, id % blocks);
+        let inputs = self.channels_and_inputs().1;
+        (block * size..((block + 1) * size).min(inputs))
+            .map(|input| self.position(channel, input))
+            .collect()
     }
 }
 
 /// A matrix decomposed into particles.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decomposition {
-    /// The codebooks: one, or one per channel. All have the same length (at most
-    /// `2^bits`); a channel with fewer distinct values repeats its last particle.
+    /// The codebooks, numbered as [`Matrix::codebook_of`]. All have the same length
+    /// (at most `2^bits`); one with fewer distinct values repeats its last particle.
     pub codebooks: Vec<Vec<f64>>,
     /// The particle index of every weight, row-major like the input.
     pub index: Vec<u8>,
@@ -103,52 +168,43 @@ impl Decomposition {
 }
 
 /// Decomposes `matrix` into codebooks of `2^bits` particles at `granularity`, each by
-/// exact optimal 1-D k-means ([`fit_codebook`]); channels are fitted in parallel.
+/// exact optimal 1-D k-means ([`fit_codebook`]); codebooks are fitted in parallel.
 pub fn decompose(matrix: &Matrix, granularity: Granularity, bits: u32) -> Decomposition {
     let k = 1usize << bits;
-    match granularity {
-        Granularity::Tensor => {
-            let book = fit_codebook(matrix.values, k);
-            Decomposition {
-                codebooks: vec![book.particles],
-                index: book.index,
-                sse_bound: book.sse_bound,
-            }
+    let books: Vec<(Vec<usize>, Codebook)> = (0..matrix.codebooks(granularity))
+        .into_par_iter()
+        .map(|id| {
+            let positions = matrix.positions(granularity, id);
+            let values: Vec<f64> = positions.iter().map(|&p| matrix.values[p]).collect();
+            let book = fit_codebook(&values, k);
+            (positions, book)
+        })
+        .collect();
+    let width = books
+        .iter()
+        .map(|(_, b)| b.particles.len())
+        .max()
+        .unwrap_or(1);
+    let mut index = vec![0u8; matrix.values.len()];
+    for (positions, book) in &books {
+        for (&p, &i) in positions.iter().zip(&book.index) {
+            index[p] = i;
         }
-        Granularity::Channel => {
-            let books: Vec<Codebook> = (0..matrix.channels())
-                .into_par_iter()
-                .map(|c| {
-                    let values: Vec<f64> = matrix
-                        .channel_positions(c)
-                        .map(|p| matrix.values[p])
-                        .collect();
-                    fit_codebook(&values, k)
-                })
-                .collect();
-            let width = books.iter().map(|b| b.particles.len()).max().unwrap_or(1);
-            let mut index = vec![0u8; matrix.values.len()];
-            for (c, book) in books.iter().enumerate() {
-                for (p, &i) in matrix.channel_positions(c).zip(&book.index) {
-                    index[p] = i;
-                }
-            }
-            let sse_bound = books.iter().map(|b| b.sse_bound).sum();
-            let codebooks = books
-                .into_iter()
-                .map(|b| {
-                    let last = *b.particles.last().expect("a codebook has a particle");
-                    let mut particles = b.particles;
-                    particles.resize(width, last);
-                    particles
-                })
-                .collect();
-            Decomposition {
-                codebooks,
-                index,
-                sse_bound,
-            }
-        }
+    }
+    let sse_bound = books.iter().map(|(_, b)| b.sse_bound).sum();
+    let codebooks = books
+        .into_iter()
+        .map(|(_, b)| {
+            let last = *b.particles.last().expect("a codebook has a particle");
+            let mut particles = b.particles;
+            particles.resize(width, last);
+            particles
+        })
+        .collect();
+    Decomposition {
+        codebooks,
+        index,
+        sse_bound,
     }
 }
 
@@ -189,6 +245,45 @@ mod tests {
         assert_eq!(d.codebooks, vec![vec![3.0, 3.0, 3.0], vec![0.0, 1.0, 9.0]]);
         assert_eq!(d.index, vec![0, 0, 0, 0, 1, 2]);
         assert_eq!(d.decoded(&m, Granularity::Channel, |x| x), values.to_vec());
+    }
+
+    #[test]
+    fn blocks_of_inputs_per_channel() {
+        // 4 x 2, columns are channels, blocks of 2 rows: codebooks (channel, block).
+        let values = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0];
+        let m = Matrix {
+            values: &values,
+            rows: 4,
+            cols: 2,
+            channel_axis: 1,
+        };
+        let g = Granularity::Block(2);
+        assert_eq!(m.codebooks(g), 4);
+        assert_eq!(m.positions(g, 1), vec![4, 6]);
+        assert_eq!(m.codebook_of(6, g), 1);
+        let d = decompose(&m, g, 1);
+        assert_eq!(
+            d.codebooks,
+            vec![
+                vec![1.0, 2.0],
+                vec![3.0, 4.0],
+                vec![10.0, 20.0],
+                vec![30.0, 40.0]
+            ]
+        );
+        assert_eq!(d.decoded(&m, g, |x| x), values.to_vec());
+        // Rows are channels, blocks of 3 columns over 4: the last block is short.
+        let m = Matrix {
+            values: &values,
+            rows: 2,
+            cols: 4,
+            channel_axis: 0,
+        };
+        let g = Granularity::Block(3);
+        assert_eq!(m.codebooks(g), 4);
+        assert_eq!(m.positions(g, 1), vec![3]);
+        assert_eq!(m.positions(g, 2), vec![4, 5, 6]);
+        assert_eq!(decompose(&m, g, 2).decoded(&m, g, |x| x), values.to_vec());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! C and both transposes keep their meaning. Output channels are B's columns, or its
 //! rows when `transB = 1`.
 
-use super::{Match, SkipReason, weight_input};
+use super::{Layout, Match, SkipReason, weight_input};
 use crate::config::Config;
 use crate::graph::{Graph, NodeId};
 
@@ -22,8 +22,8 @@ pub fn rule<'m>(graph: &Graph<'m>, node: NodeId, config: &Config) -> Match<'m> {
         .find(|a| a.name() == "transB")
         .map_or(0, |a| a.i());
     match trans_b {
-        0 => weight_input(graph, node, 1, 1, config),
-        1 => weight_input(graph, node, 1, 0, config),
+        0 => weight_input(graph, node, 1, Layout::Matrix { channel_axis: 1 }, config),
+        1 => weight_input(graph, node, 1, Layout::Matrix { channel_axis: 0 }, config),
         other => Match::Skip(SkipReason::Unsupported(format!(
             "Gemm transB = {other} is not 0 or 1"
         ))),

@@ -9,11 +9,11 @@
 //! unchanged, so broadcasting over X's leading dims keeps its meaning. Output channels
 //! are W's columns.
 
-use super::{Match, weight_input};
+use super::{Layout, Match, weight_input};
 use crate::config::Config;
 use crate::graph::{Graph, NodeId};
 
 /// Matches a MatMul whose input B is a constant float matrix.
 pub fn rule<'m>(graph: &Graph<'m>, node: NodeId, config: &Config) -> Match<'m> {
-    weight_input(graph, node, 1, 1, config)
+    weight_input(graph, node, 1, Layout::Matrix { channel_axis: 1 }, config)
 }

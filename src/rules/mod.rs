@@ -1,8 +1,11 @@
 //! The rewrite rules, one per file, in the order the driver tries them. A rule looks
 //! at one node and either names the constant weight input it can replace by a particle
-//! decoding ([`Match::Rewrite`]) or says why not ([`Match::Skip`]). Rules never touch
-//! the model; the driver applies what they return.
+//! decoding ([`Match::Rewrite`]), says why not ([`Match::Skip`]), or says the node is
+//! not its business ([`Match::NotCandidate`]). Rules never touch the model; the driver
+//! applies what they return. `--ops` selects rules by op type.
 
+mod conv;
+mod gather;
 mod gemm;
 mod matmul;
 
@@ -17,7 +20,12 @@ use crate::onnx::tensor::{FloatType, data_type_name, element_count, is_external}
 pub type Rule = for<'m> fn(&Graph<'m>, NodeId, &Config) -> Match<'m>;
 
 /// Every rule, by the default-domain op type it matches.
-pub const RULES: &[(&str, Rule)] = &[("MatMul", matmul::rule), ("Gemm", gemm::rule)];
+pub const RULES: &[(&str, Rule)] = &[
+    ("MatMul", matmul::rule),
+    ("Gemm", gemm::rule),
+    ("Gather", gather::rule),
+    ("Conv", conv::rule),
+];
 
 /// What a rule decided about a node.
 #[derive(Debug)]
@@ -26,11 +34,28 @@ pub enum Match<'m> {
     Rewrite(WeightPatch<'m>),
     /// Leave the node alone, for this reason.
     Skip(SkipReason),
+    /// The node is not what the rule rewrites (a Gather over a computed or integer
+    /// tensor): nothing to report.
+    NotCandidate,
 }
 
-/// The rewrite a rule asks for: input `slot` of `node` reads the constant `weight`, a
-/// matrix whose output channels run along `channel_axis`; the driver replaces that
-/// input by a subgraph that decodes the weight from particles.
+/// How a weight's elements map to the matrix the particles are fitted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// A 2-D weight; output channels run along `channel_axis` (0: rows, 1: columns).
+    Matrix {
+        /// 0 or 1.
+        channel_axis: usize,
+    },
+    /// A weight of rank >= 2 whose first axis is the output channel (Conv): viewed as
+    /// `[dims[0], product of the rest]` with channels along rows.
+    ChannelsFirst,
+}
+
+/// The rewrite a rule asks for: input `slot` of `node` reads the constant `weight`,
+/// viewed as a matrix whose output channels run along `channel_axis`; the driver
+/// replaces that input by a subgraph that decodes the weight (in its own shape) from
+/// particles.
 #[derive(Clone, Copy, Debug)]
 pub struct WeightPatch<'m> {
     /// The node whose input is replaced.
@@ -39,7 +64,7 @@ pub struct WeightPatch<'m> {
     pub slot: usize,
     /// The constant weight it reads.
     pub weight: Constant<'m>,
-    /// Rows and columns of the weight.
+    /// Rows and columns of the matrix view of the weight.
     pub shape: [usize; 2],
     /// Its element type.
     pub float_type: FloatType,
@@ -59,7 +84,7 @@ pub enum SkipReason {
     OverridableInitializer(String),
     /// The weight's element type is not FLOAT16, FLOAT or DOUBLE.
     NotFloat(String, String),
-    /// The weight is not a 2-D matrix.
+    /// The weight does not have the rank the op's rule needs.
     NotMatrix(String, Vec<i64>),
     /// The weight has fewer elements than `--min-elements`.
     TooSmall(String, usize, usize),
@@ -92,7 +117,10 @@ impl fmt::Display for SkipReason {
                 )
             }
             NotFloat(w, t) => write!(f, "weight '{w}' is {t}, not FLOAT16, FLOAT or DOUBLE"),
-            NotMatrix(w, shape) => write!(f, "weight '{w}' has shape {shape:?}, not a 2-D matrix"),
+            NotMatrix(w, shape) => write!(
+                f,
+                "weight '{w}' has shape {shape:?}, not the rank this op's rule rewrites"
+            ),
             TooSmall(w, n, min) => write!(
                 f,
                 "weight '{w}' has {n} elements, fewer than --min-elements {min}"
@@ -118,12 +146,13 @@ impl fmt::Display for SkipReason {
 }
 
 /// The checks every rule shares: input `slot` of `node` must be a constant float
-/// matrix of at least `--min-elements` elements, selected by the globs.
+/// tensor of the `layout`'s rank with at least `--min-elements` elements, selected by
+/// the globs.
 fn weight_input<'m>(
     graph: &Graph<'m>,
     node: NodeId,
     slot: usize,
-    channel_axis: usize,
+    layout: Layout,
     config: &Config,
 ) -> Match<'m> {
     let n = graph.node(node);
@@ -151,8 +180,18 @@ fn weight_input<'m>(
             data_type_name(t.data_type()),
         ));
     };
-    let (&[rows, cols], Ok(elements)) = (t.dims.as_slice(), element_count(name, &t.dims)) else {
-        return skip(SkipReason::NotMatrix(name.into(), t.dims.clone()));
+    let not_matrix = || skip(SkipReason::NotMatrix(name.into(), t.dims.clone()));
+    let Ok(elements) = element_count(name, &t.dims) else {
+        return not_matrix();
+    };
+    let (shape, channel_axis) = match (layout, t.dims.as_slice()) {
+        (Layout::Matrix { channel_axis }, &[rows, cols]) => {
+            ([rows as usize, cols as usize], channel_axis)
+        }
+        (Layout::ChannelsFirst, &[channels, _, ..]) if channels > 0 => {
+            ([channels as usize, elements / channels as usize], 0)
+        }
+        _ => return not_matrix(),
     };
     if elements < config.min_elements {
         return skip(SkipReason::TooSmall(
@@ -168,7 +207,7 @@ fn weight_input<'m>(
         node,
         slot,
         weight,
-        shape: [rows as usize, cols as usize],
+        shape,
         float_type,
         channel_axis,
     })

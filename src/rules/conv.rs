@@ -1,0 +1,19 @@
+//! Conv with a constant weight.
+//!
+//! ```text
+//! before:  Y = Conv(X, W[O, C/group, k1, k2, ...], B)            W: constant
+//! after:   Y = Conv(X, Reshape(decode(particles, index)[O, C/group*k1*k2*...], dims(W)), B)
+//! ```
+//!
+//! The weight is decomposed as a matrix with one row per output channel, and rebuilt
+//! in its own shape, so strides, pads, dilations, groups and the bias keep their
+//! meaning. Channel codebooks are per output channel.
+
+use super::{Layout, Match, weight_input};
+use crate::config::Config;
+use crate::graph::{Graph, NodeId};
+
+/// Matches a Conv whose weight is a constant float tensor.
+pub fn rule<'m>(graph: &Graph<'m>, node: NodeId, config: &Config) -> Match<'m> {
+    weight_input(graph, node, 1, Layout::ChannelsFirst, config)
+}

@@ -1,0 +1,38 @@
+//! Gather reading rows of a constant float table (an embedding).
+//!
+//! ```text
+//! before:  Y = Gather(T[V, D], I; axis=0)                       T: constant
+//! after:   Y = Gather(decode(particles, index)[V, D], I; axis=0)
+//! ```
+//!
+//! Each table column (one embedding dimension over all V rows) gets its own codebook
+//! at channel granularity. Gathers over computed or integer tensors (shape lookups)
+//! are not candidates; other axes are skipped with a reason.
+
+use super::{Layout, Match, SkipReason, weight_input};
+use crate::config::Config;
+use crate::graph::{Graph, NodeId};
+use crate::onnx::tensor::FloatType;
+
+/// Matches a Gather along axis 0 of a constant float table.
+pub fn rule<'m>(graph: &Graph<'m>, node: NodeId, config: &Config) -> Match<'m> {
+    let n = graph.node(node);
+    let Some(table) = n.input.first().and_then(|t| graph.constant(node.scope, t)) else {
+        return Match::NotCandidate;
+    };
+    if FloatType::from_data_type(table.tensor.data_type()).is_none() {
+        return Match::NotCandidate;
+    }
+    let axis = n
+        .attribute
+        .iter()
+        .find(|a| a.name() == "axis")
+        .map_or(0, |a| a.i());
+    if axis != 0 && axis != -(table.tensor.dims.len() as i64) {
+        return Match::Skip(SkipReason::Unsupported(format!(
+            "Gather along axis {axis} of '{}': only row lookups (axis 0) are rewritten",
+            table.name
+        )));
+    }
+    weight_input(graph, node, 0, Layout::Matrix { channel_axis: 1 }, config)
+}

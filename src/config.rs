@@ -23,6 +23,9 @@ pub struct Config {
     pub ops: Vec<String>,
     /// Element type the particles are stored in.
     pub codebook_type: CodebookType,
+    /// Only rewrite weights whose codebooks can hold every value exactly, with the
+    /// fewest bits (at most `bits`) that do; the rewrite is then bit-exact.
+    pub lossless: bool,
 }
 
 /// Op types rewritten by default.
@@ -40,18 +43,19 @@ pub enum CodebookType {
 
 impl CodebookType {
     /// The type a codebook for a `weight`-typed weight is stored in, given its particle
-    /// values.
-    pub fn resolve(self, weight: FloatType, particles: &[Vec<f64>]) -> FloatType {
+    /// values. With `exact`, half precision only if it holds every particle exactly.
+    pub fn resolve(self, weight: FloatType, particles: &[Vec<f64>], exact: bool) -> FloatType {
         let fits_half = || {
-            particles
-                .iter()
-                .flatten()
-                .all(|p| p.abs() <= f64::from(half::f16::MAX))
+            particles.iter().flatten().all(|&p| {
+                let half = FloatType::F16.round(p);
+                if exact { half == p } else { half.is_finite() }
+            })
         };
         match (self, weight) {
             (_, FloatType::F16) => FloatType::F16,
             (CodebookType::F16, _) if fits_half() => FloatType::F16,
             (CodebookType::F16, weight) => weight,
+            (CodebookType::F32, FloatType::F64) if exact => FloatType::F64,
             (CodebookType::F32, _) => FloatType::F32,
         }
     }
@@ -66,6 +70,7 @@ impl Default for Config {
             selection: Selection::default(),
             ops: DEFAULT_OPS.iter().map(|s| s.to_string()).collect(),
             codebook_type: CodebookType::F16,
+            lossless: false,
         }
     }
 }

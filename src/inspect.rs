@@ -65,7 +65,10 @@ pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
                 channel_axis: p.channel_axis,
             };
             let codebooks = matrix.codebooks(w.granularity(config));
-            let particle_size = config.codebook_type.resolve(p.float_type, &[]).size();
+            let particle_size = config
+                .codebook_type
+                .resolve(p.float_type, &[], false)
+                .size();
             Candidate {
                 name: p.weight.name.to_string(),
                 nodes: w

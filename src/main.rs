@@ -91,6 +91,10 @@ struct ParticleArgs {
     /// Element type of stored particles (f16 is cast back to the weight's type in the graph).
     #[arg(long, value_enum, default_value_t = CodebookArg::F16)]
     codebook_type: CodebookArg,
+    /// Only rewrite weights whose codebooks hold every value exactly (fewest bits up
+    /// to --bits); the rewrite is then bit-exact. Others are skipped with the reason.
+    #[arg(long)]
+    lossless: bool,
     /// Op types whose weights are rewritten, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Gather,Conv")]
     ops: Vec<String>,
@@ -187,6 +191,7 @@ impl ParticleArgs {
                 CodebookArg::F32 => CodebookType::F32,
             },
             ops: self.ops.clone(),
+            lossless: self.lossless,
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
         })

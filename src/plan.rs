@@ -26,7 +26,10 @@ impl<'m> WeightPlan<'m> {
     /// The codebook granularity `config` gives this weight.
     pub fn granularity(&self, config: &Config) -> Granularity {
         let p = self.first();
-        let particle_size = config.codebook_type.resolve(p.float_type, &[]).size();
+        let particle_size = config
+            .codebook_type
+            .resolve(p.float_type, &[], false)
+            .size();
         config
             .granularity
             .resolve(p.shape, p.channel_axis, config.bits, particle_size)

@@ -7,12 +7,13 @@ use std::time::Instant;
 use prost::Message;
 use rayon::prelude::*;
 
-use crate::config::Config;
+use crate::config::{Config, GranularityChoice};
 use crate::error::Result;
 use crate::forms::decode::{self, DecodeInput, Subgraph};
 use crate::graph::{ConstantSource, Graph, GraphStep};
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_values};
+use crate::particles::pack::packed_len;
 use crate::particles::{Decomposition, Granularity, Matrix, decompose};
 use crate::plan::{Skipped, WeightPlan, node_label, plan};
 use crate::report::{KmeansMethod, Report, TensorReport};
@@ -107,11 +108,19 @@ fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
         cols,
         channel_axis: patch.channel_axis,
     };
-    let granularity = w.granularity(config);
-    let decomposition = decompose(&matrix, granularity, config.bits);
-    let codebook_type = config
-        .codebook_type
-        .resolve(patch.float_type, &decomposition.codebooks);
+    let (granularity, bits) = if config.lossless {
+        match lossless_settings(&matrix, w, config) {
+            Ok(settings) => settings,
+            Err(reason) => return Ok(Err(reason)),
+        }
+    } else {
+        (w.granularity(config), config.bits)
+    };
+    let decomposition = decompose(&matrix, granularity, bits);
+    let codebook_type =
+        config
+            .codebook_type
+            .resolve(patch.float_type, &decomposition.codebooks, config.lossless);
     let decoded = decomposition.decoded(&matrix, granularity, |v| {
         patch.float_type.round(codebook_type.round(v))
     });
@@ -123,12 +132,44 @@ fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
     let signal = values.iter().map(|a| a * a).sum();
     Ok(Ok(Fit {
         decomposition,
-        bits: config.bits,
+        bits,
         granularity,
         codebook_type,
         sse,
         signal,
     }))
+}
+
+/// `--lossless`: the granularity (the configured one, or under `auto` the cheaper of
+/// tensor and channel) and the fewest bits whose codebooks hold every value exactly.
+fn lossless_settings(
+    matrix: &Matrix,
+    w: &WeightPlan,
+    config: &Config,
+) -> Result<(Granularity, u32), SkipReason> {
+    let candidates = match config.granularity {
+        GranularityChoice::Auto => vec![Granularity::Tensor, Granularity::Channel],
+        GranularityChoice::Fixed(g) => vec![g],
+    };
+    let size = w.first().float_type.size();
+    let mut fewest = usize::MAX;
+    let mut best: Option<(usize, Granularity, u32)> = None;
+    for g in candidates {
+        let distinct = matrix.max_distinct(g);
+        fewest = fewest.min(distinct);
+        let bits = usize::BITS - distinct.saturating_sub(1).leading_zeros();
+        let bits = bits.max(1);
+        if bits > config.bits {
+            continue;
+        }
+        let bytes = packed_len(matrix.values.len(), bits) + matrix.codebooks(g) * distinct * size;
+        if best.is_none_or(|(b, _, _)| bytes < b) {
+            best = Some((bytes, g, bits));
+        }
+    }
+    best.map(|(_, g, bits)| (g, bits)).ok_or_else(|| {
+        SkipReason::NotLossless(w.first().weight.name.to_string(), fewest, config.bits)
+    })
 }
 
 fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) -> TensorReport {

@@ -345,3 +345,56 @@ fn blocks_of_inputs_share_a_codebook() {
     assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
     insta::assert_snapshot!(dump(&out.model));
 }
+
+#[test]
+fn lossless_picks_the_fewest_bits_and_skips_the_rest() {
+    // w1: 5 distinct values in all -> 3 bits, one codebook.
+    // w2: small integers times a per-column scale: 4 values per column, 32 in all
+    //     -> 2 bits per column.
+    // w3: random floats, 16 distinct per column: more than 3 bits hold.
+    let w1 = few_values(16, 8, 5, 15);
+    let w2: Vec<f64> = few_values(16, 8, 5, 16)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v * 4.0).round() * (0.1 + (i % 8) as f64 * 0.037))
+        .collect();
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.initializer(float_tensor("w1", &[16, 8], FloatType::F32, &w1));
+    b.initializer(float_tensor("w2", &[16, 8], FloatType::F32, &w2));
+    b.initializer(float_matrix("w3", 16, 8, 17));
+    for (w, y) in [("w1", "y1"), ("w2", "y2"), ("w3", "y3")] {
+        b.node("MatMul", &["x", w], &[y]);
+        b.output_f32(y);
+    }
+    let model = b.build();
+    let config = Config {
+        lossless: true,
+        bits: 3,
+        min_elements: 16,
+        ..Config::default()
+    };
+    let out = rewrite(&model, &config).unwrap();
+    let summary: Vec<(String, u32, Granularity, f64)> = out
+        .report
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.bits, t.granularity, t.mse))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("w1".to_string(), 3, Granularity::Tensor, 0.0),
+            ("w2".to_string(), 2, Granularity::Channel, 0.0),
+        ]
+    );
+    assert_eq!(out.report.skipped.len(), 1);
+    assert_eq!(
+        out.report.skipped[0].reason,
+        "weight 'w3' has 16 distinct values per codebook, more than 2^3: not representable losslessly"
+    );
+    let proof = prove(&model, &out);
+    for o in &proof.outputs[..2] {
+        assert_eq!(o.max_abs, 0.0, "{o:?}");
+    }
+}

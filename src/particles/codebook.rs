@@ -92,6 +92,13 @@ pub fn fit_codebook(values: &[f64], k: usize) -> Codebook {
     }
 }
 
+/// Number of distinct values in `values`.
+pub fn distinct_count(values: &[f64]) -> usize {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    runs(&sorted).len()
+}
+
 /// Distinct values of a sorted slice with their counts.
 fn runs(sorted: &[f64]) -> Vec<(f64, f64)> {
     let mut out: Vec<(f64, f64)> = Vec::new();

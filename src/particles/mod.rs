@@ -9,7 +9,7 @@ pub mod pack;
 
 use rayon::prelude::*;
 
-pub use codebook::{Codebook, fit_codebook};
+pub use codebook::{Codebook, distinct_count, fit_codebook};
 
 /// How many weights share one codebook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +111,22 @@ impl Matrix<'_> {
         }
         let (channel, input) = self.channel_and_input(pos);
         channel * self.blocks(granularity) + input / self.block_size(granularity)
+    }
+
+    /// The most distinct values any codebook at `granularity` would have to hold.
+    pub fn max_distinct(&self, granularity: Granularity) -> usize {
+        (0..self.codebooks(granularity))
+            .into_par_iter()
+            .map(|id| {
+                let values: Vec<f64> = self
+                    .positions(granularity, id)
+                    .iter()
+                    .map(|&p| self.values[p])
+                    .collect();
+                distinct_count(&values)
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The positions codebook `id` serves, in row-major order.

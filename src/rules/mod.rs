@@ -96,6 +96,8 @@ pub enum SkipReason {
     Excluded(String),
     /// The weight is also read by something that is not a rewritable weight input.
     OtherUse(String, String),
+    /// `--lossless`: a codebook would need more than `2^bits` particles.
+    NotLossless(String, usize, u32),
     /// The weight holds NaN or infinite values.
     NonFinite(String),
     /// The model's opset lacks an op the decoding needs.
@@ -136,6 +138,10 @@ impl fmt::Display for SkipReason {
                 "weight '{w}' is also read by {user}, which reads it densely"
             ),
             NonFinite(w) => write!(f, "weight '{w}' holds NaN or infinite values"),
+            NotLossless(w, distinct, bits) => write!(
+                f,
+                "weight '{w}' has {distinct} distinct values per codebook, more than 2^{bits}: not representable losslessly"
+            ),
             OpsetTooOld(opset, needs) => write!(
                 f,
                 "the model's opset {opset} is older than {needs}, which the decoding needs"

@@ -165,6 +165,7 @@ def built(binary, work):
             compare_built(binary, work, f"matmul_b{bits}_{gran}", matmul(), flags, exact=False)
     exact4 = ["--bits", "4", "--granularity", "channel"]
     compare_built(binary, work, "matmul_lossless", matmul(distinct=16), ["--bits", "4", "--granularity", "tensor"], exact=True)
+    compare_built(binary, work, "lossless_flag", matmul(distinct=5), ["--bits", "8", "--lossless"], exact=True)
     compare_built(binary, work, "matmul_3d_input", matmul(distinct=8, batch=(2, 5)), exact4, exact=True)
     compare_built(binary, work, "constant_node", matmul(source="constant", distinct=8), exact4, exact=True)
     compare_built(binary, work, "if_branches", matmul(source="if", distinct=8), exact4, exact=True)
@@ -183,6 +184,8 @@ def built(binary, work):
         flags = ["--bits", "4", "--granularity", f"block:{size}"]
         compare_built(binary, work, f"matmul_block{size}", matmul(), flags, exact=False)
         compare_built(binary, work, f"gemm_block{size}_lossless", gemm(distinct=16), flags, exact=True)
+    compare_built(binary, work, "matmul_outliers", matmul(), ["--bits", "2", "--outliers", "0.01"], exact=False)
+    compare_built(binary, work, "conv_outliers", conv(), ["--bits", "3", "--outliers", "0.02"], exact=False)
     f32 = ["--bits", "4", "--codebook-type", "f32"]
     compare_built(binary, work, "matmul_f32_codebook", matmul(), f32, exact=False)
 

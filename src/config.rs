@@ -26,6 +26,9 @@ pub struct Config {
     /// Only rewrite weights whose codebooks can hold every value exactly, with the
     /// fewest bits (at most `bits`) that do; the rewrite is then bit-exact.
     pub lossless: bool,
+    /// Fraction of each weight's elements (0..1) that keep their exact value: those the
+    /// codebooks serve worst.
+    pub outliers: f64,
 }
 
 /// Op types rewritten by default.
@@ -71,6 +74,7 @@ impl Default for Config {
             ops: DEFAULT_OPS.iter().map(|s| s.to_string()).collect(),
             codebook_type: CodebookType::F16,
             lossless: false,
+            outliers: 0.0,
         }
     }
 }
@@ -82,6 +86,12 @@ impl Config {
             return Err(Error::Config(format!(
                 "--bits must be 1..=8, not {}",
                 self.bits
+            )));
+        }
+        if !(0.0..1.0).contains(&self.outliers) {
+            return Err(Error::Config(format!(
+                "--outliers must be in [0, 1), not {}",
+                self.outliers
             )));
         }
         let known: Vec<&str> = RULES.iter().map(|(op, _)| *op).collect();

@@ -95,6 +95,10 @@ struct ParticleArgs {
     /// to --bits); the rewrite is then bit-exact. Others are skipped with the reason.
     #[arg(long)]
     lossless: bool,
+    /// Fraction of each weight's elements (e.g. 0.005) kept exact: those the codebooks
+    /// serve worst, written back after decoding with ScatterElements.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    outliers: f64,
     /// Op types whose weights are rewritten, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Gather,Conv")]
     ops: Vec<String>,
@@ -192,6 +196,7 @@ impl ParticleArgs {
             },
             ops: self.ops.clone(),
             lossless: self.lossless,
+            outliers: self.outliers,
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
         })

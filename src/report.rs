@@ -62,6 +62,8 @@ pub struct TensorReport {
     pub codebooks: usize,
     /// Particles per codebook.
     pub particles: usize,
+    /// Elements kept exact as outliers.
+    pub outliers: usize,
     /// Mean squared error of the decoded weight (particles rounded to `dtype`).
     pub mse: f64,
     /// Signal to quantization noise of the decoded weight, in dB.

@@ -14,7 +14,7 @@ use crate::graph::{ConstantSource, Graph, GraphStep};
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_values};
 use crate::particles::pack::packed_len;
-use crate::particles::{Decomposition, Granularity, Matrix, decompose};
+use crate::particles::{Decomposition, Granularity, Matrix, decompose, decompose_with_outliers};
 use crate::plan::{Skipped, WeightPlan, node_label, plan};
 use crate::report::{KmeansMethod, Report, TensorReport};
 use crate::rules::SkipReason;
@@ -116,7 +116,11 @@ fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
     } else {
         (w.granularity(config), config.bits)
     };
-    let decomposition = decompose(&matrix, granularity, bits);
+    let decomposition = if config.lossless {
+        decompose(&matrix, granularity, bits)
+    } else {
+        decompose_with_outliers(&matrix, granularity, bits, config.outliers)
+    };
     let codebook_type =
         config
             .codebook_type
@@ -205,6 +209,7 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
         elements,
         codebooks: d.codebooks.len(),
         particles: d.particles_per_codebook(),
+        outliers: d.outliers.len(),
         mse: fit.sse / elements as f64,
         sqnr_db: 10.0 * (fit.signal / fit.sse).log10(),
         bits_per_weight: 8.0 * bytes_after as f64 / elements as f64,

@@ -7,7 +7,7 @@ use sora_onnx::forms::decode::{DecodeInput, emit};
 use sora_onnx::graph::Names;
 use sora_onnx::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
 use sora_onnx::onnx::tensor::FloatType;
-use sora_onnx::particles::{Granularity, Matrix, decompose};
+use sora_onnx::particles::{Granularity, Matrix, decompose, decompose_with_outliers};
 use tract_onnx::prelude::*;
 
 /// A model with no inputs whose one output is the decoded weight.
@@ -64,6 +64,8 @@ struct Case {
     codebook: FloatType,
     /// The weight's own dims, when not [rows, cols].
     dims: Option<Vec<i64>>,
+    /// Fraction of weights kept exact.
+    outliers: f64,
     opset: i64,
 }
 
@@ -78,6 +80,7 @@ impl Default for Case {
             ty: FloatType::F32,
             codebook: FloatType::F32,
             dims: None,
+            outliers: 0.0,
             opset: 17,
         }
     }
@@ -94,14 +97,18 @@ fn check(case: Case) {
         codebook,
         ..
     } = case;
-    let values = pseudo_random(rows * cols, bits as u64 * 31 + rows as u64);
+    // Weights as stored: rounded to their type.
+    let values: Vec<f64> = pseudo_random(rows * cols, bits as u64 * 31 + rows as u64)
+        .into_iter()
+        .map(|v| ty.round(v))
+        .collect();
     let matrix = Matrix {
         values: &values,
         rows,
         cols,
         channel_axis,
     };
-    let decomposition = decompose(&matrix, granularity, bits);
+    let decomposition = decompose_with_outliers(&matrix, granularity, bits, case.outliers);
     let expected = decomposition.decoded(&matrix, granularity, |v| ty.round(codebook.round(v)));
     let dims = case.dims.clone().unwrap_or(vec![rows as i64, cols as i64]);
     let input = DecodeInput {
@@ -215,6 +222,23 @@ fn conv_weights_are_reshaped_back() {
         dims: Some(vec![4, 3, 3, 2]),
         ..Case::default()
     });
+}
+
+#[test]
+fn outliers_are_scattered_back_exactly() {
+    check(Case {
+        outliers: 0.05,
+        ..Case::default()
+    });
+    let conv = Case {
+        rows: 4,
+        cols: 18,
+        channel_axis: 0,
+        dims: Some(vec![4, 3, 3, 2]),
+        outliers: 0.1,
+        ..Case::default()
+    };
+    check(conv);
 }
 
 #[test]

@@ -398,3 +398,26 @@ fn lossless_picks_the_fewest_bits_and_skips_the_rest() {
         assert_eq!(o.max_abs, 0.0, "{o:?}");
     }
 }
+
+#[test]
+fn outliers_are_written_back_exactly() {
+    let model = matmul_model(float_matrix("w", 32, 8, 18));
+    let plain = rewrite(&model, &config(2, Granularity::Tensor)).unwrap();
+    let with_outliers = Config {
+        outliers: 0.02,
+        ..config(2, Granularity::Tensor)
+    };
+    let out = rewrite(&model, &with_outliers).unwrap();
+    let t = &out.report.tensors[0];
+    // 2% of 256 weights, rounded.
+    assert_eq!(t.outliers, 5);
+    assert!(t.mse < plain.report.tensors[0].mse);
+    let error = |r: &Rewritten| prove(&model, r).outputs[0].rel_l2;
+    assert!(
+        error(&out) < error(&plain),
+        "{} vs {}",
+        error(&out),
+        error(&plain)
+    );
+    insta::assert_snapshot!(dump(&out.model));
+}

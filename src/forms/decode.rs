@@ -13,6 +13,7 @@
 //!                          (rows as channels: particles[N,B*K], index + (col/G)*K, axis=1)
 //! f16 particles:           particles --Cast(weight type)--> before the gather
 //! weights of rank != 2:    W = Reshape(W[O, rest], dims)        (Conv)
+//! outliers kept exact:     W = Reshape(ScatterElements(Reshape(W, [-1]), positions, values), dims)
 //! ```
 //!
 //! Index `s` of a group of 8 starts at bit `b*s` of the group's `b` bytes, in byte
@@ -178,7 +179,26 @@ pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
             )
         }
     };
-    if input.dims.len() != 2 {
+    let outliers = &input.decomposition.outliers;
+    if !outliers.is_empty() {
+        let flat_shape = e.ints("decoded.flat_shape", &[1], &[-1]);
+        let flat = e.op("Reshape", &[&decoded, &flat_shape], "decoded.flat", vec![]);
+        let positions: Vec<i32> = outliers.iter().map(|&(p, _)| p as i32).collect();
+        let positions = e.int32s("outliers.positions", &[positions.len()], &positions);
+        let exact: Vec<f64> = outliers.iter().map(|&(_, v)| v).collect();
+        let ty = input.float_type;
+        let values = e.constant("outliers.values", |n| {
+            float_tensor(n, &[exact.len()], ty, &exact)
+        });
+        let axis = vec![attr_int("axis", 0)];
+        decoded = e.op(
+            "ScatterElements",
+            &[&flat, &positions, &values],
+            "decoded.exact",
+            axis,
+        );
+    }
+    if input.dims.len() != 2 || !outliers.is_empty() {
         let shape = e.ints("decoded.shape", &[input.dims.len()], input.dims);
         decoded = e.op("Reshape", &[&decoded, &shape], "decoded.reshaped", vec![]);
     }

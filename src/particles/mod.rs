@@ -154,6 +154,9 @@ pub struct Decomposition {
     pub index: Vec<u8>,
     /// Upper bound on the squared error above the exact optimum (histogram binning).
     pub sse_bound: f64,
+    /// Positions (ascending) whose weights keep their exact value, with that value;
+    /// the codebooks were fitted without them and their index is 0.
+    pub outliers: Vec<(usize, f64)>,
 }
 
 impl Decomposition {
@@ -175,22 +178,73 @@ impl Decomposition {
             .iter()
             .map(|b| b.iter().map(|&p| round(p)).collect())
             .collect();
-        self.index
+        let mut decoded: Vec<f64> = self
+            .index
             .iter()
             .enumerate()
             .map(|(pos, &i)| books[matrix.codebook_of(pos, granularity)][i as usize])
-            .collect()
+            .collect();
+        for &(p, value) in &self.outliers {
+            decoded[p] = value;
+        }
+        decoded
     }
 }
 
 /// Decomposes `matrix` into codebooks of `2^bits` particles at `granularity`, each by
 /// exact optimal 1-D k-means ([`fit_codebook`]); codebooks are fitted in parallel.
 pub fn decompose(matrix: &Matrix, granularity: Granularity, bits: u32) -> Decomposition {
+    fit_codebooks(matrix, granularity, bits, &[])
+}
+
+/// Like [`decompose`], but the `fraction` of weights the codebooks serve worst keep
+/// their exact value: after a first fit, those weights are set aside as outliers and
+/// the codebooks are fitted again on the others.
+pub fn decompose_with_outliers(
+    matrix: &Matrix,
+    granularity: Granularity,
+    bits: u32,
+    fraction: f64,
+) -> Decomposition {
+    let first = decompose(matrix, granularity, bits);
+    let count = ((fraction * matrix.values.len() as f64).round() as usize).min(matrix.values.len());
+    if count == 0 {
+        return first;
+    }
+    let decoded = first.decoded(matrix, granularity, |x| x);
+    let error = |p: &usize| (matrix.values[*p] - decoded[*p]).abs();
+    let mut order: Vec<usize> = (0..matrix.values.len()).collect();
+    order.select_nth_unstable_by(count - 1, |a, b| {
+        error(b).total_cmp(&error(a)).then(a.cmp(b))
+    });
+    let mut outliers = order[..count].to_vec();
+    outliers.sort_unstable();
+    let mut excluded = vec![false; matrix.values.len()];
+    for &p in &outliers {
+        excluded[p] = true;
+    }
+    Decomposition {
+        outliers: outliers.iter().map(|&p| (p, matrix.values[p])).collect(),
+        ..fit_codebooks(matrix, granularity, bits, &excluded)
+    }
+}
+
+/// Fits every codebook on the positions it serves that are not `excluded` (an empty
+/// slice excludes nothing); excluded positions get index 0.
+fn fit_codebooks(
+    matrix: &Matrix,
+    granularity: Granularity,
+    bits: u32,
+    excluded: &[bool],
+) -> Decomposition {
     let k = 1usize << bits;
     let books: Vec<(Vec<usize>, Codebook)> = (0..matrix.codebooks(granularity))
         .into_par_iter()
         .map(|id| {
-            let positions = matrix.positions(granularity, id);
+            let mut positions = matrix.positions(granularity, id);
+            if !excluded.is_empty() {
+                positions.retain(|&p| !excluded[p]);
+            }
             let values: Vec<f64> = positions.iter().map(|&p| matrix.values[p]).collect();
             let book = fit_codebook(&values, k);
             (positions, book)
@@ -221,6 +275,7 @@ pub fn decompose(matrix: &Matrix, granularity: Granularity, bits: u32) -> Decomp
         codebooks,
         index,
         sse_bound,
+        outliers: Vec::new(),
     }
 }
 
@@ -300,6 +355,26 @@ mod tests {
         assert_eq!(m.positions(g, 1), vec![3]);
         assert_eq!(m.positions(g, 2), vec![4, 5, 6]);
         assert_eq!(decompose(&m, g, 2).decoded(&m, g, |x| x), values.to_vec());
+    }
+
+    #[test]
+    fn outliers_keep_their_value_and_leave_the_codebook() {
+        // 1 bit: 9.0 gets a particle of its own, so the 0.1s are served worst; the
+        // first of them becomes the outlier and the codebook is refitted without it.
+        let values = [0.0, 0.1, 0.0, 0.1, 9.0, 0.0];
+        let m = Matrix {
+            values: &values,
+            rows: 2,
+            cols: 3,
+            channel_axis: 1,
+        };
+        let d = decompose_with_outliers(&m, Granularity::Tensor, 1, 1.0 / 6.0);
+        assert_eq!(d.outliers, vec![(1, 0.1)]);
+        assert_eq!(d.codebooks.len(), 1);
+        assert!((d.codebooks[0][0] - 0.025).abs() < 1e-12 && d.codebooks[0][1] == 9.0);
+        let decoded = d.decoded(&m, Granularity::Tensor, |x| x);
+        assert_eq!(decoded[1], 0.1);
+        assert!((decoded[3] - 0.025).abs() < 1e-12);
     }
 
     #[test]

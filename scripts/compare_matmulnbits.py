@@ -17,6 +17,8 @@ Rows:
   subprocess, is comparable.
 
 Usage: python scripts/compare_matmulnbits.py path/to/sora-onnx WORK_DIR
+Needs numpy, onnx, onnxruntime, and onnx-ir (which onnxruntime's quantizer imports;
+it is not a dependency of the onnxruntime wheel): pip install onnx-ir
 """
 
 import json

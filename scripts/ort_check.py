@@ -137,6 +137,13 @@ def feeds(model):
     return out
 
 
+def lossy_bound(flags):
+    """Relative L2 error allowed for the stored bits per weight the flags give."""
+    value = lambda flag, default: int(flags[flags.index(flag) + 1]) if flag in flags else default
+    bits = value("--bits", 4) * value("--stages", 1) // value("--dim", 1)
+    return {1: 0.9, 2: 0.6, 3: 0.3, 4: 0.15, 5: 0.1, 6: 0.1, 7: 0.1}.get(bits, 0.01)
+
+
 def compare_built(binary, work, name, model, flags, exact):
     src, dst = work / f"{name}.onnx", work / f"{name}.rewritten.onnx"
     onnx.save(model, str(src))
@@ -154,7 +161,7 @@ def compare_built(binary, work, name, model, flags, exact):
             worst = max(worst, float(np.abs(ya - yb).max()))
         else:
             worst = max(worst, float(np.linalg.norm(ya - yb) / np.linalg.norm(ya)))
-    bound = 0.0 if exact else {1: 0.9, 2: 0.6, 3: 0.3, 4: 0.15, 8: 0.01}[int(flags[flags.index("--bits") + 1])]
+    bound = 0.0 if exact else lossy_bound(flags)
     report(f"{name} {' '.join(flags)}", worst <= bound, f"{'max_abs' if exact else 'rel_l2'} {worst:.3g} (bound {bound})")
 
 
@@ -186,6 +193,9 @@ def built(binary, work):
         compare_built(binary, work, f"gemm_block{size}_lossless", gemm(distinct=16), flags, exact=True)
     compare_built(binary, work, "matmul_outliers", matmul(), ["--bits", "2", "--outliers", "0.01"], exact=False)
     compare_built(binary, work, "conv_outliers", conv(), ["--bits", "3", "--outliers", "0.02"], exact=False)
+    compare_built(binary, work, "matmul_vectors_d2", matmul(), ["--bits", "8", "--dim", "2"], exact=False)
+    compare_built(binary, work, "gemm_vectors_2_stages", gemm(), ["--bits", "4", "--dim", "4", "--stages", "2"], exact=False)
+    compare_built(binary, work, "conv_scalar_stages", conv(), ["--bits", "2", "--stages", "2"], exact=False)
     f32 = ["--bits", "4", "--codebook-type", "f32"]
     compare_built(binary, work, "matmul_f32_codebook", matmul(), f32, exact=False)
 

@@ -29,6 +29,10 @@ pub struct Config {
     /// Fraction of each weight's elements (0..1) that keep their exact value: those the
     /// codebooks serve worst.
     pub outliers: f64,
+    /// Weights per particle along the input axis (1: scalar particles).
+    pub dim: usize,
+    /// Additive stages, each fitted to the residual of the previous ones.
+    pub stages: usize,
 }
 
 /// Op types rewritten by default.
@@ -75,11 +79,18 @@ impl Default for Config {
             codebook_type: CodebookType::F16,
             lossless: false,
             outliers: 0.0,
+            dim: 1,
+            stages: 1,
         }
     }
 }
 
 impl Config {
+    /// Whether weights become vector particles or additive stages (the vector form).
+    pub fn uses_vectors(&self) -> bool {
+        self.dim > 1 || self.stages > 1
+    }
+
     /// Checks that every option is in range.
     pub fn validate(&self) -> Result<()> {
         if !(1..=8).contains(&self.bits) {
@@ -93,6 +104,23 @@ impl Config {
                 "--outliers must be in [0, 1), not {}",
                 self.outliers
             )));
+        }
+        if !(1..=64).contains(&self.dim) || !(1..=8).contains(&self.stages) {
+            return Err(Error::Config(format!(
+                "--dim must be 1..=64 and --stages 1..=8, not {} and {}",
+                self.dim, self.stages
+            )));
+        }
+        if self.uses_vectors() {
+            let per_tensor = matches!(
+                self.granularity,
+                GranularityChoice::Auto | GranularityChoice::Fixed(Granularity::Tensor)
+            );
+            if self.lossless || self.outliers > 0.0 || !per_tensor {
+                return Err(Error::Config(
+                    "--dim and --stages use one codebook per tensor and stage; they do not combine with --lossless, --outliers or --granularity channel/block".into(),
+                ));
+            }
         }
         let known: Vec<&str> = RULES.iter().map(|(op, _)| *op).collect();
         if let Some(op) = self.ops.iter().find(|op| !known.contains(&op.as_str())) {

@@ -19,6 +19,7 @@ pub mod builder;
 pub mod config;
 pub mod dump;
 pub mod error;
+pub mod fit;
 pub mod forms;
 pub mod graph;
 pub mod inspect;

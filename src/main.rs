@@ -99,6 +99,12 @@ struct ParticleArgs {
     /// serve worst, written back after decoding with ScatterElements.
     #[arg(long, value_name = "F", default_value_t = 0.0)]
     outliers: f64,
+    /// Weights per vector particle (consecutive along a channel's inputs); 1 = scalar.
+    #[arg(long, value_name = "D", default_value_t = 1)]
+    dim: usize,
+    /// Additive stages: W = sum of one particle per stage, each fitted to the residual.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    stages: usize,
     /// Op types whose weights are rewritten, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Gather,Conv")]
     ops: Vec<String>,
@@ -197,6 +203,8 @@ impl ParticleArgs {
             ops: self.ops.clone(),
             lossless: self.lossless,
             outliers: self.outliers,
+            dim: self.dim,
+            stages: self.stages,
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
         })

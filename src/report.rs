@@ -37,6 +37,8 @@ pub enum KmeansMethod {
     Exact,
     /// Optimal k-means on a fine histogram; error within `mse_bound` of the optimum.
     Histogram,
+    /// Vector particles: k-means++ seeding and Lloyd iterations (a local optimum).
+    Lloyd,
 }
 
 /// One rewritten weight.
@@ -56,11 +58,13 @@ pub struct TensorReport {
     pub bits: u32,
     /// Codebook granularity.
     pub granularity: Granularity,
+    /// Weights per particle (1: scalar particles).
+    pub dim: usize,
     /// Number of weights.
     pub elements: usize,
-    /// Number of codebooks.
+    /// Number of codebooks (stages, for vector particles).
     pub codebooks: usize,
-    /// Particles per codebook.
+    /// Particles per codebook (per stage for vector particles).
     pub particles: usize,
     /// Elements kept exact as outliers.
     pub outliers: usize,

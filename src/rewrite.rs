@@ -7,14 +7,12 @@ use std::time::Instant;
 use prost::Message;
 use rayon::prelude::*;
 
-use crate::config::{Config, GranularityChoice};
+use crate::config::Config;
 use crate::error::Result;
-use crate::forms::decode::{self, DecodeInput, Subgraph};
+use crate::fit::{Fit, Particles, fit};
+use crate::forms::Subgraph;
 use crate::graph::{ConstantSource, Graph, GraphStep};
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
-use crate::onnx::tensor::{FloatType, float_values};
-use crate::particles::pack::packed_len;
-use crate::particles::{Decomposition, Granularity, Matrix, decompose, decompose_with_outliers};
 use crate::plan::{Skipped, WeightPlan, node_label, plan};
 use crate::report::{KmeansMethod, Report, TensorReport};
 use crate::rules::SkipReason;
@@ -26,16 +24,6 @@ pub struct Rewritten {
     pub model: ModelProto,
     /// Sizes, per-tensor errors and skip reasons (no validation yet).
     pub report: Report,
-}
-
-/// A weight's particles, the settings they were fitted with, and how well they fit.
-struct Fit {
-    decomposition: Decomposition,
-    bits: u32,
-    granularity: Granularity,
-    codebook_type: FloatType,
-    sse: f64,
-    signal: f64,
 }
 
 /// Decomposes every weight the rules select and replaces its readers' inputs by the
@@ -61,19 +49,7 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
                 continue;
             }
         };
-        let patch = w.first();
-        let input = DecodeInput {
-            weight: patch.weight.name,
-            dims: &patch.weight.tensor.dims,
-            shape: patch.shape,
-            float_type: patch.float_type,
-            codebook_type: fit.codebook_type,
-            decomposition: &fit.decomposition,
-            granularity: fit.granularity,
-            channel_axis: patch.channel_axis,
-            bits: fit.bits,
-        };
-        let subgraph = decode::emit(&input, &mut names);
+        let subgraph = fit.emit(w, &mut names);
         tensors.push(tensor_report(&graph, w, &fit, &subgraph));
         edits.add(&graph, w, subgraph);
     }
@@ -94,88 +70,6 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     })
 }
 
-/// Reads and decomposes one weight, or says why it cannot be.
-fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
-    let patch = w.first();
-    let values = float_values(patch.weight.tensor)?;
-    if values.iter().any(|v| !v.is_finite()) {
-        return Ok(Err(SkipReason::NonFinite(patch.weight.name.to_string())));
-    }
-    let [rows, cols] = patch.shape;
-    let matrix = Matrix {
-        values: &values,
-        rows,
-        cols,
-        channel_axis: patch.channel_axis,
-    };
-    let (granularity, bits) = if config.lossless {
-        match lossless_settings(&matrix, w, config) {
-            Ok(settings) => settings,
-            Err(reason) => return Ok(Err(reason)),
-        }
-    } else {
-        (w.granularity(config), config.bits)
-    };
-    let decomposition = if config.lossless {
-        decompose(&matrix, granularity, bits)
-    } else {
-        decompose_with_outliers(&matrix, granularity, bits, config.outliers)
-    };
-    let codebook_type =
-        config
-            .codebook_type
-            .resolve(patch.float_type, &decomposition.codebooks, config.lossless);
-    let decoded = decomposition.decoded(&matrix, granularity, |v| {
-        patch.float_type.round(codebook_type.round(v))
-    });
-    let sse = values
-        .iter()
-        .zip(&decoded)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum();
-    let signal = values.iter().map(|a| a * a).sum();
-    Ok(Ok(Fit {
-        decomposition,
-        bits,
-        granularity,
-        codebook_type,
-        sse,
-        signal,
-    }))
-}
-
-/// `--lossless`: the granularity (the configured one, or under `auto` the cheaper of
-/// tensor and channel) and the fewest bits whose codebooks hold every value exactly.
-fn lossless_settings(
-    matrix: &Matrix,
-    w: &WeightPlan,
-    config: &Config,
-) -> Result<(Granularity, u32), SkipReason> {
-    let candidates = match config.granularity {
-        GranularityChoice::Auto => vec![Granularity::Tensor, Granularity::Channel],
-        GranularityChoice::Fixed(g) => vec![g],
-    };
-    let size = w.first().float_type.size();
-    let mut fewest = usize::MAX;
-    let mut best: Option<(usize, Granularity, u32)> = None;
-    for g in candidates {
-        let distinct = matrix.max_distinct(g);
-        fewest = fewest.min(distinct);
-        let bits = usize::BITS - distinct.saturating_sub(1).leading_zeros();
-        let bits = bits.max(1);
-        if bits > config.bits {
-            continue;
-        }
-        let bytes = packed_len(matrix.values.len(), bits) + matrix.codebooks(g) * distinct * size;
-        if best.is_none_or(|(b, _, _)| bytes < b) {
-            best = Some((bytes, g, bits));
-        }
-    }
-    best.map(|(_, g, bits)| (g, bits)).ok_or_else(|| {
-        SkipReason::NotLossless(w.first().weight.name.to_string(), fewest, config.bits)
-    })
-}
-
 fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) -> TensorReport {
     let patch = w.first();
     let elements = w.elements();
@@ -193,7 +87,16 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
             .iter()
             .map(Message::encoded_len)
             .sum::<usize>();
-    let d = &fit.decomposition;
+    let (codebooks, particles, outliers, dim, sse_bound) = match &fit.particles {
+        Particles::Scalar(d) => (
+            d.codebooks.len(),
+            d.particles_per_codebook(),
+            d.outliers.len(),
+            1,
+            d.sse_bound,
+        ),
+        Particles::Vector(d) => (d.stages.len(), d.particles(), 0, d.dim, 0.0),
+    };
     TensorReport {
         name: patch.weight.name.to_string(),
         nodes: w
@@ -206,21 +109,22 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
         codebook_dtype: fit.codebook_type,
         bits: fit.bits,
         granularity: fit.granularity,
+        dim,
         elements,
-        codebooks: d.codebooks.len(),
-        particles: d.particles_per_codebook(),
-        outliers: d.outliers.len(),
+        codebooks,
+        particles,
+        outliers,
         mse: fit.sse / elements as f64,
         sqnr_db: 10.0 * (fit.signal / fit.sse).log10(),
         bits_per_weight: 8.0 * bytes_after as f64 / elements as f64,
         bytes_before,
         bytes_after,
-        kmeans: if d.sse_bound > 0.0 {
-            KmeansMethod::Histogram
-        } else {
-            KmeansMethod::Exact
+        kmeans: match (&fit.particles, sse_bound > 0.0) {
+            (Particles::Vector(d), _) if d.dim > 1 => KmeansMethod::Lloyd,
+            (_, true) => KmeansMethod::Histogram,
+            _ => KmeansMethod::Exact,
         },
-        mse_bound: d.sse_bound / elements as f64,
+        mse_bound: sse_bound / elements as f64,
     }
 }
 

@@ -3,17 +3,24 @@
 //! opset from the oldest supported on.
 
 use sora_onnx::builder::pseudo_random;
+use sora_onnx::forms::Subgraph;
 use sora_onnx::forms::decode::{DecodeInput, emit};
+use sora_onnx::forms::vector::{self, VectorInput};
 use sora_onnx::graph::Names;
 use sora_onnx::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
 use sora_onnx::onnx::tensor::FloatType;
+use sora_onnx::particles::vector::decompose_vectors;
 use sora_onnx::particles::{Granularity, Matrix, decompose, decompose_with_outliers};
 use tract_onnx::prelude::*;
 
 /// A model with no inputs whose one output is the decoded weight.
 fn decode_model(input: &DecodeInput, opset: i64) -> ModelProto {
-    let sub = emit(input, &mut Names::default());
-    let output = sora_onnx::builder::value_info(&sub.output, input.float_type.data_type(), None);
+    model_of(emit(input, &mut Names::default()), input.float_type, opset)
+}
+
+/// A model with no inputs computing `sub`'s output.
+fn model_of(sub: Subgraph, ty: FloatType, opset: i64) -> ModelProto {
+    let output = sora_onnx::builder::value_info(&sub.output, ty.data_type(), None);
     ModelProto {
         ir_version: Some(8),
         opset_import: vec![OperatorSetIdProto {
@@ -239,6 +246,54 @@ fn outliers_are_scattered_back_exactly() {
         ..Case::default()
     };
     check(conv);
+}
+
+/// Runs the vector form of a `rows x cols` weight and compares with the particle math.
+fn check_vectors(
+    rows: usize,
+    cols: usize,
+    channel_axis: usize,
+    dim: usize,
+    stages: usize,
+    bits: u32,
+) {
+    let values: Vec<f64> = pseudo_random(rows * cols, 5)
+        .into_iter()
+        .map(|v| v as f32 as f64)
+        .collect();
+    let matrix = Matrix {
+        values: &values,
+        rows,
+        cols,
+        channel_axis,
+    };
+    let decomposition = decompose_vectors(&matrix, dim, bits, stages, 0);
+    let dims = [rows as i64, cols as i64];
+    let input = VectorInput {
+        weight: "w",
+        dims: &dims,
+        shape: [rows, cols],
+        float_type: FloatType::F32,
+        codebook_type: FloatType::F16,
+        decomposition: &decomposition,
+        channel_axis,
+        bits,
+    };
+    let sub = vector::emit(&input, &mut Names::default());
+    let (got, shape) = run_in_tract(&model_of(sub, FloatType::F32, 17));
+    // Each stage's f16 particles are cast to f32 and the stages summed in f32.
+    let expected = decomposition.decoded(&matrix, |v| FloatType::F16.round(v));
+    assert_eq!(shape, vec![rows, cols]);
+    for (g, e) in got.iter().zip(&expected) {
+        assert!((g - e).abs() <= 1e-6 * e.abs().max(1.0), "{g} vs {e}");
+    }
+}
+
+#[test]
+fn vector_particles_decode_like_the_particle_math() {
+    check_vectors(16, 6, 1, 2, 1, 4);
+    check_vectors(6, 16, 0, 4, 2, 3);
+    check_vectors(8, 8, 1, 1, 3, 2);
 }
 
 #[test]

@@ -421,3 +421,53 @@ fn outliers_are_written_back_exactly() {
     );
     insta::assert_snapshot!(dump(&out.model));
 }
+
+#[test]
+fn vector_particles_and_additive_stages() {
+    // Channels along columns (MatMul) and along rows (Gemm transB=1).
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.initializer(float_matrix("w", 16, 8, 19));
+    b.initializer(float_matrix("v", 8, 16, 20));
+    b.node("MatMul", &["x", "w"], &["y"]);
+    b.node("Gemm", &["x", "v"], &["z"])
+        .attribute
+        .push(attr_int("transB", 1));
+    b.output_f32("y");
+    b.output_f32("z");
+    let model = b.build();
+    let vectors = Config {
+        dim: 2,
+        stages: 2,
+        ..config(3, Granularity::Tensor)
+    };
+    let out = rewrite(&model, &vectors).unwrap();
+    for t in &out.report.tensors {
+        assert_eq!((t.dim, t.codebooks, t.particles), (2, 2, 8), "{}", t.name);
+    }
+    let one_stage = Config {
+        stages: 1,
+        ..vectors.clone()
+    };
+    let single = rewrite(&model, &one_stage).unwrap();
+    let proof = prove(&model, &out);
+    let single_proof = prove(&model, &single);
+    for (two, one) in proof.outputs.iter().zip(&single_proof.outputs) {
+        assert!(two.rel_l2 < one.rel_l2, "{two:?} vs {one:?}");
+    }
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn vectors_must_divide_the_inputs() {
+    let model = matmul_model(float_matrix("w", 15, 8, 21));
+    let vectors = Config {
+        dim: 2,
+        ..config(4, Granularity::Tensor)
+    };
+    let out = rewrite(&model, &vectors).unwrap();
+    assert_eq!(
+        out.report.skipped[0].reason,
+        "weight 'w' has 15 inputs per channel, not a multiple of --dim 2"
+    );
+}

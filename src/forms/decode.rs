@@ -27,12 +27,10 @@
 //! multiple of 8 (the packing's padding). Every op is in the default domain and valid
 //! from opset [`MIN_OPSET`].
 
-use crate::builder::{attr_int, node};
+use super::{Emitter, Subgraph, particles, reshape, unpacked_index};
+use crate::builder::attr_int;
 use crate::graph::Names;
-use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::proto::{NodeProto, TensorProto};
-use crate::onnx::tensor::{FloatType, float_tensor, i32_tensor, i64_tensor, u8_tensor};
-use crate::particles::pack::{GROUP, pack};
+use crate::onnx::tensor::{FloatType, float_tensor};
 use crate::particles::{Decomposition, Granularity, Matrix};
 
 /// Oldest default-domain opset the decode form can be written in (GatherElements).
@@ -62,64 +60,17 @@ pub struct DecodeInput<'a> {
     pub bits: u32,
 }
 
-/// Nodes and initializers that compute one value.
-#[derive(Clone, Debug, Default)]
-pub struct Subgraph {
-    /// Nodes, in execution order.
-    pub nodes: Vec<NodeProto>,
-    /// Initializers they read.
-    pub initializers: Vec<TensorProto>,
-    /// Name of the value computed: the decoded weight.
-    pub output: String,
-}
-
-/// Emits nodes and initializers with fresh names derived from the weight's name.
-struct Emitter<'a> {
-    base: &'a str,
-    names: &'a mut Names,
-    out: Subgraph,
-}
-
-impl Emitter<'_> {
-    fn constant(&mut self, suffix: &str, make: impl FnOnce(&str) -> TensorProto) -> String {
-        let name = self.names.fresh(&format!("{}.{suffix}", self.base));
-        self.out.initializers.push(make(&name));
-        name
-    }
-
-    fn ints(&mut self, suffix: &str, dims: &[usize], values: &[i64]) -> String {
-        self.constant(suffix, |name| i64_tensor(name, dims, values))
-    }
-
-    fn int32s(&mut self, suffix: &str, dims: &[usize], values: &[i32]) -> String {
-        self.constant(suffix, |name| i32_tensor(name, dims, values))
-    }
-
-    fn op(
-        &mut self,
-        op: &str,
-        inputs: &[&str],
-        suffix: &str,
-        attributes: Vec<crate::onnx::proto::AttributeProto>,
-    ) -> String {
-        let output = self.names.fresh(&format!("{}.{suffix}", self.base));
-        let name = self.names.fresh(&format!("{}.decode/{op}", self.base));
-        self.out
-            .nodes
-            .push(node(op, &name, inputs, &[&output], attributes));
-        output
-    }
-}
-
 /// Writes the decode subgraph of `input`, valid in a model of opset >= [`MIN_OPSET`].
 pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
     let [rows, cols] = input.shape;
-    let mut e = Emitter {
-        base: input.weight,
-        names,
-        out: Subgraph::default(),
-    };
-    let mut index = unpacked_index(&mut e, input);
+    let mut e = Emitter::new(input.weight, names);
+    let mut index = unpacked_index(
+        &mut e,
+        "index",
+        &input.decomposition.index,
+        input.bits,
+        input.shape,
+    );
     let matrix = Matrix {
         values: &[],
         rows,
@@ -147,12 +98,14 @@ pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
                 (vec![blocks * k, cols], values, Some(0))
             }
         };
-    let stored = input.codebook_type;
-    let mut particles = e.constant("particles", |n| float_tensor(n, &dims, stored, &values));
-    if stored != input.float_type {
-        let to = vec![attr_int("to", input.float_type.data_type() as i64)];
-        particles = e.op("Cast", &[&particles], "particles.cast", to);
-    }
+    let particles = particles(
+        &mut e,
+        "particles",
+        &dims,
+        &values,
+        input.codebook_type,
+        input.float_type,
+    );
     let mut decoded = match axis {
         None => e.op(
             "Gather",
@@ -199,76 +152,7 @@ pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
         );
     }
     if input.dims.len() != 2 || !outliers.is_empty() {
-        let shape = e.ints("decoded.shape", &[input.dims.len()], input.dims);
-        decoded = e.op("Reshape", &[&decoded, &shape], "decoded.reshaped", vec![]);
+        decoded = reshape(&mut e, &decoded, input.dims);
     }
-    e.out.output = decoded;
-    e.out
-}
-
-/// Stores the index and emits the ops that turn it into an int32 [N, M] tensor.
-fn unpacked_index(e: &mut Emitter, input: &DecodeInput) -> String {
-    let [rows, cols] = input.shape;
-    let count = rows * cols;
-    let bits = input.bits;
-    let index = &input.decomposition.index;
-    let int32 = || vec![attr_int("to", DataType::Int32 as i64)];
-    if bits >= 8 {
-        let stored = e.constant("index", |n| u8_tensor(n, &[rows, cols], index.clone()));
-        return e.op("Cast", &[&stored], "index.i32", int32());
-    }
-    let b = bits as usize;
-    let groups = count.div_ceil(GROUP);
-    let stored = e.constant("index", |n| u8_tensor(n, &[groups * b], pack(index, bits)));
-    let bytes = e.op("Cast", &[&stored], "index.i32", int32());
-    let grouped_shape = e.ints("index.grouped_shape", &[2], &[groups as i64, b as i64]);
-    let grouped = e.op(
-        "Reshape",
-        &[&bytes, &grouped_shape],
-        "index.grouped",
-        vec![],
-    );
-    // Index s of a group starts at bit b*s: in byte b*s/8, possibly running into the next.
-    let first: Vec<i32> = (0..GROUP).map(|s| (b * s / 8) as i32).collect();
-    let next: Vec<i32> = (0..GROUP).map(|s| ((b * s + b - 1) / 8) as i32).collect();
-    let first_byte = e.int32s("index.first_byte", &[GROUP], &first);
-    let mut pairs = e.op(
-        "Gather",
-        &[&grouped, &first_byte],
-        "index.low",
-        vec![attr_int("axis", 1)],
-    );
-    if first != next {
-        let next_byte = e.int32s("index.next_byte", &[GROUP], &next);
-        let high = e.op(
-            "Gather",
-            &[&grouped, &next_byte],
-            "index.high_byte",
-            vec![attr_int("axis", 1)],
-        );
-        let carry: Vec<i32> = first
-            .iter()
-            .zip(&next)
-            .map(|(f, n)| if f == n { 0 } else { 256 })
-            .collect();
-        let carry = e.int32s("index.carry", &[GROUP], &carry);
-        let high = e.op("Mul", &[&high, &carry], "index.high_scaled", vec![]);
-        pairs = e.op("Add", &[&pairs, &high], "index.pairs", vec![]);
-    }
-    let shifts: Vec<i32> = (0..GROUP).map(|s| 1i32 << (b * s % 8)).collect();
-    let shifts = e.int32s("index.shifts", &[GROUP], &shifts);
-    let shifted = e.op("Div", &[&pairs, &shifts], "index.shifted", vec![]);
-    let modulus = e.int32s("index.modulus", &[], &[1i32 << b]);
-    let high = e.op("Div", &[&shifted, &modulus], "index.quotient", vec![]);
-    let high = e.op("Mul", &[&high, &modulus], "index.quotient_scaled", vec![]);
-    let mut digits = e.op("Sub", &[&shifted, &high], "index.digits", vec![]);
-    if count % GROUP != 0 {
-        let flat_shape = e.ints("index.flat_shape", &[1], &[-1]);
-        let flat = e.op("Reshape", &[&digits, &flat_shape], "index.flat", vec![]);
-        let starts = e.ints("index.slice_starts", &[1], &[0]);
-        let ends = e.ints("index.slice_ends", &[1], &[count as i64]);
-        digits = e.op("Slice", &[&flat, &starts, &ends], "index.trimmed", vec![]);
-    }
-    let shape = e.ints("index.shape", &[2], &[rows as i64, cols as i64]);
-    e.op("Reshape", &[&digits, &shape], "index.unpacked", vec![])
+    e.finish(decoded)
 }

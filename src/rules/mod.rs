@@ -98,6 +98,8 @@ pub enum SkipReason {
     OtherUse(String, String),
     /// `--lossless`: a codebook would need more than `2^bits` particles.
     NotLossless(String, usize, u32),
+    /// `--dim`: the number of inputs per channel is not a multiple of the vector size.
+    NotDivisible(String, usize, usize),
     /// The weight holds NaN or infinite values.
     NonFinite(String),
     /// The model's opset lacks an op the decoding needs.
@@ -138,6 +140,12 @@ impl fmt::Display for SkipReason {
                 "weight '{w}' is also read by {user}, which reads it densely"
             ),
             NonFinite(w) => write!(f, "weight '{w}' holds NaN or infinite values"),
+            NotDivisible(w, inputs, dim) => {
+                write!(
+                    f,
+                    "weight '{w}' has {inputs} inputs per channel, not a multiple of --dim {dim}"
+                )
+            }
             NotLossless(w, distinct, bits) => write!(
                 f,
                 "weight '{w}' has {distinct} distinct values per codebook, more than 2^{bits}: not representable losslessly"

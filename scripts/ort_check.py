@@ -248,6 +248,19 @@ def wakeword(binary, work):
     report("wakeword_mlp --bits 8 (3 Gemm transB=1)", diff < 0.01, f"max_abs {diff:.3g} on probability {a.ravel()[0]:.3f}")
 
 
+def lossless_int8(binary, work):
+    src, dst = FIXTURES / "models" / "minilm_l6_int8_folded.onnx", work / "lossless.onnx"
+    rewrite(binary, src, dst, "--lossless", "--bits", "8")
+    check_model(dst)
+    ids, mask = sentences()
+    feed = {"input_ids": ids[:32], "attention_mask": mask[:32], "token_type_ids": np.zeros_like(ids[:32])}
+    a = session(src).run(None, feed)[0]
+    b = session(dst).run(None, feed)[0]
+    diff = float(np.abs(a - b).max())
+    ratio = src.stat().st_size / dst.stat().st_size
+    report("minilm_l6_int8 folded --lossless --bits 8", diff == 0.0 and ratio > 3.8, f"max_abs {diff}, {ratio:.2f}x smaller")
+
+
 def int8(binary, work):
     src, dst = FIXTURES / "models" / "minilm_l6_int8.onnx", work / "minilm_l6_int8.onnx"
     rewrite(binary, src, dst)
@@ -264,6 +277,7 @@ def main():
     magika(binary, work)
     minilm(binary, work)
     int8(binary, work)
+    lossless_int8(binary, work)
     if FAILURES:
         sys.exit(f"{len(FAILURES)} check(s) failed: {', '.join(FAILURES)}")
     print("all onnxruntime cross-checks passed")

@@ -6,14 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+target="${CARGO_TARGET_DIR:-target}"
+venv="$target/venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check onnx==1.23.2 onnxruntime==1.32.0 numpy==2.4.6
+
 python3 fixtures/fetch_models.py
+"$venv/bin/python" fixtures/make_int8_folded.py fixtures/models/minilm_l6_int8_folded.onnx
+
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 cargo build --release
 cargo test --release
 
-target="${CARGO_TARGET_DIR:-target}"
-venv="$target/venv"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check onnx==1.23.2 onnxruntime==1.32.0 numpy==2.4.6
 "$venv/bin/python" scripts/ort_check.py "$target/release/sora-onnx" "$target/ort-check"

@@ -6,10 +6,12 @@ use crate::config::{Config, GranularityChoice};
 use crate::error::Result;
 use crate::forms::Subgraph;
 use crate::forms::decode::{self, DecodeInput};
+use crate::forms::scaled::{self, ScaledInput};
 use crate::forms::vector::{self, VectorInput};
 use crate::graph::Names;
 use crate::onnx::tensor::{FloatType, float_values};
 use crate::particles::pack::packed_len;
+use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
 use crate::particles::vector::{VectorDecomposition, decompose_vectors};
 use crate::particles::{Decomposition, Granularity, Matrix, decompose, decompose_with_outliers};
 use crate::plan::WeightPlan;
@@ -22,6 +24,8 @@ pub enum Particles {
     Scalar(Decomposition),
     /// Vector particles over additive stages, one codebook per stage.
     Vector(VectorDecomposition),
+    /// A shared grid of integers times a scale per channel (`--lossless` only).
+    Scaled(ScaledGrid),
 }
 
 /// A weight's particles, the settings they were fitted with, and how well they fit.
@@ -59,6 +63,18 @@ impl Fit {
                     bits: self.bits,
                 };
                 decode::emit(&input, names)
+            }
+            Particles::Scaled(grid) => {
+                let input = ScaledInput {
+                    weight: patch.weight.name,
+                    dims: &patch.weight.tensor.dims,
+                    shape: patch.shape,
+                    float_type: patch.float_type,
+                    grid_type: self.codebook_type,
+                    grid,
+                    bits: self.bits,
+                };
+                scaled::emit(&input, names)
             }
             Particles::Vector(decomposition) => {
                 let input = VectorInput {
@@ -100,15 +116,15 @@ pub fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
         let d = decompose_vectors(&matrix, config.dim, config.bits, config.stages, 0);
         (Particles::Vector(d), Granularity::Tensor, config.bits)
     } else if config.lossless {
-        let (granularity, bits) = match lossless_settings(&matrix, w, config) {
-            Ok(settings) => settings,
+        match lossless(&matrix, w, config) {
+            Ok(Lossless::Codebooks(granularity, bits)) => (
+                Particles::Scalar(decompose(&matrix, granularity, bits)),
+                granularity,
+                bits,
+            ),
+            Ok(Lossless::Grid(grid, bits)) => (Particles::Scaled(grid), Granularity::Tensor, bits),
             Err(reason) => return Ok(Err(reason)),
-        };
-        (
-            Particles::Scalar(decompose(&matrix, granularity, bits)),
-            granularity,
-            bits,
-        )
+        }
     } else {
         let granularity = w.granularity(config);
         let d = decompose_with_outliers(&matrix, granularity, config.bits, config.outliers);
@@ -117,6 +133,7 @@ pub fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
     let tables: Vec<Vec<f64>> = match &particles {
         Particles::Scalar(d) => d.codebooks.clone(),
         Particles::Vector(d) => d.stages.iter().map(|s| s.codebook.clone()).collect(),
+        Particles::Scaled(g) => vec![g.grid.clone()],
     };
     let codebook_type = config
         .codebook_type
@@ -125,6 +142,7 @@ pub fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
     let decoded = match &particles {
         Particles::Scalar(d) => d.decoded(&matrix, granularity, round),
         Particles::Vector(d) => d.decoded(&matrix, round),
+        Particles::Scaled(g) => g.decoded(&matrix, |v| patch.float_type.round(v)),
     };
     let sse = values
         .iter()
@@ -142,33 +160,55 @@ pub fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
     }))
 }
 
-/// `--lossless`: the granularity (the configured one, or under `auto` the cheaper of
-/// tensor and channel) and the fewest bits whose codebooks hold every value exactly.
-fn lossless_settings(
-    matrix: &Matrix,
-    w: &WeightPlan,
-    config: &Config,
-) -> Result<(Granularity, u32), SkipReason> {
-    let candidates = match config.granularity {
+/// How a weight is stored exactly under `--lossless`.
+enum Lossless {
+    /// Codebooks at this granularity with this many bits.
+    Codebooks(Granularity, u32),
+    /// A scaled grid with this many bits.
+    Grid(ScaledGrid, u32),
+}
+
+/// Fewest bits holding `distinct` values.
+fn bits_for(distinct: usize) -> u32 {
+    (usize::BITS - distinct.saturating_sub(1).leading_zeros()).max(1)
+}
+
+/// `--lossless`: the cheapest exact storage within `--bits`: codebooks at the
+/// configured granularity (under `auto`, tensor or channel), or a grid of integers
+/// times a scale per row or per column (dequantized int8 weights).
+fn lossless(matrix: &Matrix, w: &WeightPlan, config: &Config) -> Result<Lossless, SkipReason> {
+    let granularities = match config.granularity {
         GranularityChoice::Auto => vec![Granularity::Tensor, Granularity::Channel],
         GranularityChoice::Fixed(g) => vec![g],
     };
-    let size = w.first().float_type.size();
+    let ty = w.first().float_type;
+    let n = matrix.values.len();
     let mut fewest = usize::MAX;
-    let mut best: Option<(usize, Granularity, u32)> = None;
-    for g in candidates {
+    let mut options: Vec<(usize, Lossless)> = Vec::new();
+    for g in granularities {
         let distinct = matrix.max_distinct(g);
         fewest = fewest.min(distinct);
-        let bits = (usize::BITS - distinct.saturating_sub(1).leading_zeros()).max(1);
-        if bits > config.bits {
-            continue;
-        }
-        let bytes = packed_len(matrix.values.len(), bits) + matrix.codebooks(g) * distinct * size;
-        if best.is_none_or(|(b, _, _)| bytes < b) {
-            best = Some((bytes, g, bits));
+        let bits = bits_for(distinct);
+        if bits <= config.bits {
+            let bytes = packed_len(n, bits) + matrix.codebooks(g) * distinct * ty.size();
+            options.push((bytes, Lossless::Codebooks(g, bits)));
         }
     }
-    best.map(|(_, g, bits)| (g, bits)).ok_or_else(|| {
-        SkipReason::NotLossless(w.first().weight.name.to_string(), fewest, config.bits)
-    })
+    for scale_axis in [0, 1] {
+        if let Some(grid) = find_scaled_grid(matrix, scale_axis, 128, |v| ty.round(v)) {
+            let bits = bits_for(grid.grid.len());
+            if bits <= config.bits {
+                let bytes =
+                    packed_len(n, bits) + grid.grid.len() * 2 + grid.scales.len() * ty.size();
+                options.push((bytes, Lossless::Grid(grid, bits)));
+            }
+        }
+    }
+    options
+        .into_iter()
+        .min_by_key(|(bytes, _)| *bytes)
+        .map(|(_, choice)| choice)
+        .ok_or_else(|| {
+            SkipReason::NotLossless(w.first().weight.name.to_string(), fewest, config.bits)
+        })
 }

@@ -31,7 +31,7 @@ pub struct Report {
 
 /// How a tensor's codebooks were fitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum KmeansMethod {
     /// Exact optimal k-means on the distinct values.
     Exact,
@@ -39,6 +39,8 @@ pub enum KmeansMethod {
     Histogram,
     /// Vector particles: k-means++ seeding and Lloyd iterations (a local optimum).
     Lloyd,
+    /// `--lossless` found integers times a scale per channel: no k-means needed.
+    ScaledGrid,
 }
 
 /// One rewritten weight.

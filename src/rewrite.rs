@@ -96,6 +96,7 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
             d.sse_bound,
         ),
         Particles::Vector(d) => (d.stages.len(), d.particles(), 0, d.dim, 0.0),
+        Particles::Scaled(g) => (1, g.grid.len(), 0, 1, 0.0),
     };
     TensorReport {
         name: patch.weight.name.to_string(),
@@ -121,6 +122,7 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
         bytes_after,
         kmeans: match (&fit.particles, sse_bound > 0.0) {
             (Particles::Vector(d), _) if d.dim > 1 => KmeansMethod::Lloyd,
+            (Particles::Scaled(_), _) => KmeansMethod::ScaledGrid,
             (_, true) => KmeansMethod::Histogram,
             _ => KmeansMethod::Exact,
         },

@@ -152,3 +152,27 @@ fn already_quantized_model_is_left_alone() {
     assert_eq!(quantized, 36, "{:?}", out.report.skipped);
     assert!(out.model.encode_to_vec() == model.encode_to_vec());
 }
+
+#[test]
+fn lossless_on_dequantized_int8_weights_is_bit_exact_and_4x_smaller() {
+    // fixtures/make_int8_folded.py folds minilm_l6_int8's Mul(Cast(int8), scale)
+    // into fp32 initializers (the test command makes it).
+    let (_, model) = real_model("minilm_l6_int8_folded");
+    let config = Config {
+        lossless: true,
+        bits: 8,
+        ..Config::default()
+    };
+    let out = rewrite(&model, &config).unwrap();
+    // 36 MatMul weights and the word and position embeddings.
+    assert_eq!(out.report.tensors.len(), 38);
+    assert!(out.report.tensors.iter().all(|t| t.mse == 0.0));
+    let ratio = out.report.input_bytes as f64 / out.report.output_bytes as f64;
+    assert!(ratio > 3.8, "{ratio:.2}x");
+    let proof_config = ProofConfig {
+        input_dims: [("batch".to_string(), 2), ("sequence".to_string(), 16)].into(),
+        ..ProofConfig::default()
+    };
+    let proof = validate(&model, &out.model, &proof_config).unwrap();
+    assert_eq!(proof.outputs[0].max_abs, 0.0, "{proof:?}");
+}

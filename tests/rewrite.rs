@@ -12,6 +12,7 @@ use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::proto::tensor_proto::DataType;
 use sora_onnx::onnx::tensor::{FloatType, float_tensor, i32_tensor, u8_tensor};
 use sora_onnx::particles::Granularity;
+use sora_onnx::report::KmeansMethod;
 use sora_onnx::{Config, ProofConfig, Rewritten, Validation, rewrite, validate};
 
 fn config(bits: u32, granularity: Granularity) -> Config {
@@ -347,23 +348,31 @@ fn blocks_of_inputs_share_a_codebook() {
 }
 
 #[test]
-fn lossless_picks_the_fewest_bits_and_skips_the_rest() {
-    // w1: 5 distinct values in all -> 3 bits, one codebook.
-    // w2: small integers times a per-column scale: 4 values per column, 32 in all
-    //     -> 2 bits per column.
-    // w3: random floats, 16 distinct per column: more than 3 bits hold.
+fn lossless_picks_the_cheapest_exact_storage_and_skips_the_rest() {
+    // w1: 5 distinct values in all -> one 3-bit codebook.
+    // w2: integers -2..=2 times a scale per column (dequantized int8-style) -> a
+    //     shared grid of 5 integers and 8 scales, 3 bits.
+    // w3: 4 arbitrary values per column -> 2-bit per-column codebooks.
+    // w4: random floats, 16 distinct per column: more than 3 bits hold.
     let w1 = few_values(16, 8, 5, 15);
     let w2: Vec<f64> = few_values(16, 8, 5, 16)
         .iter()
         .enumerate()
-        .map(|(i, v)| (v * 4.0).round() * (0.1 + (i % 8) as f64 * 0.037))
+        .map(|(i, v)| ((v * 5.0).round() as f32 * (0.1 + (i % 8) as f32 * 0.037)) as f64)
+        .collect();
+    let picks = pseudo_random(32, 17);
+    let w3: Vec<f64> = few_values(16, 8, 4, 18)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| picks[(i % 8) * 4 + ((v + 0.5) * 4.0) as usize] as f32 as f64)
         .collect();
     let mut b = ModelBuilder::new(17);
     b.input_f32("x", &[2, 16]);
     b.initializer(float_tensor("w1", &[16, 8], FloatType::F32, &w1));
     b.initializer(float_tensor("w2", &[16, 8], FloatType::F32, &w2));
-    b.initializer(float_matrix("w3", 16, 8, 17));
-    for (w, y) in [("w1", "y1"), ("w2", "y2"), ("w3", "y3")] {
+    b.initializer(float_tensor("w3", &[16, 8], FloatType::F32, &w3));
+    b.initializer(float_matrix("w4", 16, 8, 19));
+    for (w, y) in [("w1", "y1"), ("w2", "y2"), ("w3", "y3"), ("w4", "y4")] {
         b.node("MatMul", &["x", w], &[y]);
         b.output_f32(y);
     }
@@ -375,28 +384,37 @@ fn lossless_picks_the_fewest_bits_and_skips_the_rest() {
         ..Config::default()
     };
     let out = rewrite(&model, &config).unwrap();
-    let summary: Vec<(String, u32, Granularity, f64)> = out
+    let summary: Vec<(String, u32, Granularity, KmeansMethod, f64)> = out
         .report
         .tensors
         .iter()
-        .map(|t| (t.name.clone(), t.bits, t.granularity, t.mse))
+        .map(|t| (t.name.clone(), t.bits, t.granularity, t.kmeans, t.mse))
         .collect();
+    let row = |name: &str, bits, g, k| (name.to_string(), bits, g, k, 0.0);
     assert_eq!(
         summary,
         vec![
-            ("w1".to_string(), 3, Granularity::Tensor, 0.0),
-            ("w2".to_string(), 2, Granularity::Channel, 0.0),
+            row("w1", 3, Granularity::Tensor, KmeansMethod::Exact),
+            row("w2", 3, Granularity::Tensor, KmeansMethod::ScaledGrid),
+            row("w3", 2, Granularity::Channel, KmeansMethod::Exact),
         ]
     );
     assert_eq!(out.report.skipped.len(), 1);
     assert_eq!(
         out.report.skipped[0].reason,
-        "weight 'w3' has 16 distinct values per codebook, more than 2^3: not representable losslessly"
+        "weight 'w4' has 16 distinct values per codebook, more than 2^3: not representable losslessly"
     );
     let proof = prove(&model, &out);
-    for o in &proof.outputs[..2] {
+    for o in &proof.outputs[..3] {
         assert_eq!(o.max_abs, 0.0, "{o:?}");
     }
+    insta::assert_snapshot!(
+        dump(&out.model)
+            .lines()
+            .filter(|l| l.contains("w2."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[test]

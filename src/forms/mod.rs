@@ -3,6 +3,7 @@
 //! index unpacking, reshaping back to the weight's dims.
 
 pub mod decode;
+pub mod scaled;
 pub mod vector;
 
 use crate::builder::{attr_int, node};

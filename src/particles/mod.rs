@@ -6,6 +6,7 @@
 pub mod codebook;
 pub mod kmeans1d;
 pub mod pack;
+pub mod scaled;
 pub mod vector;
 
 use rayon::prelude::*;

@@ -22,7 +22,7 @@ pub fn real_model(name: &str) -> (PathBuf, ModelProto) {
     let path = fixture(&format!("models/{name}.onnx"));
     assert!(
         path.exists(),
-        "{} is missing: run fixtures/fetch_models.py (the test command does)",
+        "{} is missing: scripts/test.sh fetches and makes the models (fixtures/fetch_models.py, fixtures/make_int8_folded.py)",
         path.display()
     );
     let model = load_model(&path).unwrap();

@@ -13,24 +13,57 @@ use std::time::Instant;
 
 use common::{cosine, real_model, run, sentences};
 use prost::Message;
-use sora_onnx::config::GranularityChoice;
+use sora_onnx::config::{CodebookType, GranularityChoice};
+use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::particles::Granularity;
 use sora_onnx::{Config, rewrite};
+use tract_onnx::prelude::Tensor;
+
+/// Rewrites minilm_l3 with `config` and prints one table row.
+fn row(
+    label: &str,
+    config: &Config,
+    model: &ModelProto,
+    inputs: &[Tensor],
+    reference: &[Vec<f64>],
+) {
+    let start = Instant::now();
+    let out = rewrite(model, config).unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    let weights: usize = out.report.tensors.iter().map(|t| t.elements).sum();
+    let embeddings = run(&out.model, inputs, 3);
+    let cosines: Vec<f64> = reference
+        .iter()
+        .zip(&embeddings)
+        .map(|(a, b)| cosine(a, b))
+        .collect();
+    let mean = cosines.iter().sum::<f64>() / cosines.len() as f64;
+    let min = cosines.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "| {label} | {} | {:.2}x | {:.2} | {mean:.4} | {min:.4} | {seconds:.2} | {:.1} |",
+        out.report.output_bytes,
+        out.report.input_bytes as f64 / out.report.output_bytes as f64,
+        out.report.bits_per_weight,
+        weights as f64 / seconds / 1e6,
+    );
+}
 
 fn main() {
     let (_, model) = real_model("minilm_l3");
     let (ids, mask, n) = sentences("minilm_eval.json");
     let inputs = [ids, mask];
     let reference = run(&model, &inputs, 3);
-    let threads = rayon::current_num_threads();
     println!(
-        "minilm_l3: {} bytes, {n} sentences, {threads} threads",
-        model.encoded_len()
+        "minilm_l3: {} bytes, {n} sentences, {} threads",
+        model.encoded_len(),
+        rayon::current_num_threads()
     );
-    println!(
-        "| bits | granularity | file bytes | ratio | bits/weight | mean cosine | min cosine | rewrite s | Mweights/s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    let header = "| settings | file bytes | ratio | bits/weight | mean cosine | min cosine | rewrite s | Mweights/s |\n|---|---|---|---|---|---|---|---|";
+    let matmuls = Config {
+        ops: vec!["MatMul".into()],
+        ..Config::default()
+    };
+    println!("\nMatMul weights only (--ops MatMul):\n{header}");
     let choices = [
         ("auto", GranularityChoice::Auto),
         ("tensor", GranularityChoice::Fixed(Granularity::Tensor)),
@@ -41,27 +74,89 @@ fn main() {
             let config = Config {
                 bits,
                 granularity,
-                ..Config::default()
+                ..matmuls.clone()
             };
-            let start = Instant::now();
-            let out = rewrite(&model, &config).unwrap();
-            let seconds = start.elapsed().as_secs_f64();
-            let weights: usize = out.report.tensors.iter().map(|t| t.elements).sum();
-            let embeddings = run(&out.model, &inputs, 3);
-            let cosines: Vec<f64> = reference
-                .iter()
-                .zip(&embeddings)
-                .map(|(a, b)| cosine(a, b))
-                .collect();
-            let mean = cosines.iter().sum::<f64>() / n as f64;
-            let min = cosines.iter().copied().fold(f64::INFINITY, f64::min);
-            println!(
-                "| {bits} | {label} | {} | {:.2}x | {:.2} | {mean:.4} | {min:.4} | {seconds:.2} | {:.1} |",
-                out.report.output_bytes,
-                out.report.input_bytes as f64 / out.report.output_bytes as f64,
-                out.report.bits_per_weight,
-                weights as f64 / seconds / 1e6,
+            row(
+                &format!("--bits {bits} --granularity {label}"),
+                &config,
+                &model,
+                &inputs,
+                &reference,
             );
         }
+    }
+    let forms: Vec<(&str, Config)> = vec![
+        (
+            "--bits 4 --codebook-type f32",
+            Config {
+                codebook_type: CodebookType::F32,
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--bits 4 --granularity block:128",
+            Config {
+                granularity: GranularityChoice::Fixed(Granularity::Block(128)),
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--bits 4 --granularity tensor --outliers 0.005",
+            Config {
+                granularity: GranularityChoice::Fixed(Granularity::Tensor),
+                outliers: 0.005,
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--bits 4 --granularity tensor --outliers 0.01",
+            Config {
+                granularity: GranularityChoice::Fixed(Granularity::Tensor),
+                outliers: 0.01,
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--bits 8 --dim 2",
+            Config {
+                bits: 8,
+                dim: 2,
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--bits 8 --dim 4 --stages 2",
+            Config {
+                bits: 8,
+                dim: 4,
+                stages: 2,
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--bits 2 --stages 2",
+            Config {
+                bits: 2,
+                stages: 2,
+                ..matmuls.clone()
+            },
+        ),
+    ];
+    println!("\nOther forms, MatMul weights only:\n{header}");
+    for (label, config) in &forms {
+        row(label, config, &model, &inputs, &reference);
+    }
+    println!("\nWhole file (MatMul, Gemm, Gather, Conv):\n{header}");
+    for bits in [3, 4, 5, 6] {
+        row(
+            &format!("--bits {bits}"),
+            &Config {
+                bits,
+                ..Config::default()
+            },
+            &model,
+            &inputs,
+            &reference,
+        );
     }
 }

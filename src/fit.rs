@@ -4,10 +4,7 @@
 
 use crate::config::{Config, GranularityChoice};
 use crate::error::Result;
-use crate::forms::Subgraph;
-use crate::forms::decode::{self, DecodeInput};
-use crate::forms::scaled::{self, ScaledInput};
-use crate::forms::vector::{self, VectorInput};
+use crate::forms::{Subgraph, Target, decode, scaled, vector};
 use crate::graph::Names;
 use crate::onnx::tensor::{FloatType, float_values};
 use crate::particles::pack::packed_len;
@@ -49,46 +46,19 @@ impl Fit {
     /// The decode subgraph for the weight planned as `w`.
     pub fn emit(&self, w: &WeightPlan, names: &mut Names) -> Subgraph {
         let patch = w.first();
+        let target = Target {
+            weight: patch.weight.name,
+            dims: &patch.weight.tensor.dims,
+            shape: patch.shape,
+            float_type: patch.float_type,
+            stored_type: self.codebook_type,
+            channel_axis: patch.channel_axis,
+            bits: self.bits,
+        };
         match &self.particles {
-            Particles::Scalar(decomposition) => {
-                let input = DecodeInput {
-                    weight: patch.weight.name,
-                    dims: &patch.weight.tensor.dims,
-                    shape: patch.shape,
-                    float_type: patch.float_type,
-                    codebook_type: self.codebook_type,
-                    decomposition,
-                    granularity: self.granularity,
-                    channel_axis: patch.channel_axis,
-                    bits: self.bits,
-                };
-                decode::emit(&input, names)
-            }
-            Particles::Scaled(grid) => {
-                let input = ScaledInput {
-                    weight: patch.weight.name,
-                    dims: &patch.weight.tensor.dims,
-                    shape: patch.shape,
-                    float_type: patch.float_type,
-                    grid_type: self.codebook_type,
-                    grid,
-                    bits: self.bits,
-                };
-                scaled::emit(&input, names)
-            }
-            Particles::Vector(decomposition) => {
-                let input = VectorInput {
-                    weight: patch.weight.name,
-                    dims: &patch.weight.tensor.dims,
-                    shape: patch.shape,
-                    float_type: patch.float_type,
-                    codebook_type: self.codebook_type,
-                    decomposition,
-                    channel_axis: patch.channel_axis,
-                    bits: self.bits,
-                };
-                vector::emit(&input, names)
-            }
+            Particles::Scalar(d) => decode::emit(&target, d, self.granularity, names),
+            Particles::Scaled(grid) => scaled::emit(&target, grid, names),
+            Particles::Vector(d) => vector::emit(&target, d, names),
         }
     }
 }

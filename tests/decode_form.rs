@@ -3,19 +3,24 @@
 //! opset from the oldest supported on.
 
 use sora_onnx::builder::pseudo_random;
-use sora_onnx::forms::Subgraph;
-use sora_onnx::forms::decode::{DecodeInput, emit};
-use sora_onnx::forms::vector::{self, VectorInput};
+use sora_onnx::forms::decode::emit;
+use sora_onnx::forms::{Subgraph, Target, vector};
 use sora_onnx::graph::Names;
 use sora_onnx::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
 use sora_onnx::onnx::tensor::FloatType;
 use sora_onnx::particles::vector::decompose_vectors;
-use sora_onnx::particles::{Granularity, Matrix, decompose, decompose_with_outliers};
+use sora_onnx::particles::{
+    Decomposition, Granularity, Matrix, decompose, decompose_with_outliers,
+};
 use tract_onnx::prelude::*;
 
 /// A model with no inputs whose one output is the decoded weight.
-fn decode_model(input: &DecodeInput, opset: i64) -> ModelProto {
-    model_of(emit(input, &mut Names::default()), input.float_type, opset)
+fn decode_model(target: &Target, d: &Decomposition, g: Granularity, opset: i64) -> ModelProto {
+    model_of(
+        emit(target, d, g, &mut Names::default()),
+        target.float_type,
+        opset,
+    )
 }
 
 /// A model with no inputs computing `sub`'s output.
@@ -118,18 +123,21 @@ fn check(case: Case) {
     let decomposition = decompose_with_outliers(&matrix, granularity, bits, case.outliers);
     let expected = decomposition.decoded(&matrix, granularity, |v| ty.round(codebook.round(v)));
     let dims = case.dims.clone().unwrap_or(vec![rows as i64, cols as i64]);
-    let input = DecodeInput {
+    let target = Target {
         weight: "w",
         dims: &dims,
         shape: [rows, cols],
         float_type: ty,
-        codebook_type: codebook,
-        decomposition: &decomposition,
-        granularity,
+        stored_type: codebook,
         channel_axis,
         bits,
     };
-    let (got, shape) = run_in_tract(&decode_model(&input, case.opset));
+    let (got, shape) = run_in_tract(&decode_model(
+        &target,
+        &decomposition,
+        granularity,
+        case.opset,
+    ));
     assert_eq!(got, expected, "{case:?}");
     assert_eq!(
         shape,
@@ -269,17 +277,16 @@ fn check_vectors(
     };
     let decomposition = decompose_vectors(&matrix, dim, bits, stages, 0);
     let dims = [rows as i64, cols as i64];
-    let input = VectorInput {
+    let target = Target {
         weight: "w",
         dims: &dims,
         shape: [rows, cols],
         float_type: FloatType::F32,
-        codebook_type: FloatType::F16,
-        decomposition: &decomposition,
+        stored_type: FloatType::F16,
         channel_axis,
         bits,
     };
-    let sub = vector::emit(&input, &mut Names::default());
+    let sub = vector::emit(&target, &decomposition, &mut Names::default());
     let (got, shape) = run_in_tract(&model_of(sub, FloatType::F32, 17));
     // Each stage's f16 particles are cast to f32 and the stages summed in f32.
     let expected = decomposition.decoded(&matrix, |v| FloatType::F16.round(v));
@@ -326,20 +333,18 @@ fn generated_names_derive_from_the_weight_and_avoid_taken_names() {
         channel_axis: 1,
     };
     let decomposition = decompose(&matrix, Granularity::Tensor, 2);
-    let input = DecodeInput {
+    let target = Target {
         weight: "layer/w",
         dims: &[8, 8],
         shape: [8, 8],
         float_type: FloatType::F32,
-        codebook_type: FloatType::F32,
-        decomposition: &decomposition,
-        granularity: Granularity::Tensor,
+        stored_type: FloatType::F32,
         channel_axis: 1,
         bits: 2,
     };
     let mut names = Names::default();
     names.fresh("layer/w.particles");
-    let sub = emit(&input, &mut names);
+    let sub = emit(&target, &decomposition, Granularity::Tensor, &mut names);
     let initializers: Vec<&str> = sub.initializers.iter().map(|t| t.name()).collect();
     assert!(initializers.contains(&"layer/w.index"));
     assert!(initializers.contains(&"layer/w.particles.1"));

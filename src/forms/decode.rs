@@ -27,64 +27,46 @@
 //! multiple of 8 (the packing's padding). Every op is in the default domain and valid
 //! from opset [`MIN_OPSET`].
 
-use super::{Emitter, Subgraph, particles, reshape, unpacked_index};
+use super::{Emitter, Subgraph, Target, particles, reshape, unpacked_index};
 use crate::builder::attr_int;
 use crate::graph::Names;
-use crate::onnx::tensor::{FloatType, float_tensor};
+use crate::onnx::tensor::float_tensor;
 use crate::particles::{Decomposition, Granularity, Matrix};
 
 /// Oldest default-domain opset the decode form can be written in (GatherElements).
 pub const MIN_OPSET: i64 = 11;
 
-/// A decomposed weight, ready to be written as a decode subgraph.
-#[derive(Clone, Copy, Debug)]
-pub struct DecodeInput<'a> {
-    /// The weight's name; every generated name derives from it.
-    pub weight: &'a str,
-    /// The weight's own dims; the decoded matrix is reshaped to them when they are
-    /// not 2-D.
-    pub dims: &'a [i64],
-    /// Rows and columns of the matrix view the particles were fitted on.
-    pub shape: [usize; 2],
-    /// Element type of the weight.
-    pub float_type: FloatType,
-    /// Element type the particles are stored in; cast to `float_type` if different.
-    pub codebook_type: FloatType,
-    /// Its particles and indices.
-    pub decomposition: &'a Decomposition,
-    /// How many weights share a codebook.
-    pub granularity: Granularity,
-    /// 0 if output channels are rows, 1 if columns.
-    pub channel_axis: usize,
-    /// Bits per index.
-    pub bits: u32,
-}
-
-/// Writes the decode subgraph of `input`, valid in a model of opset >= [`MIN_OPSET`].
-pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
-    let [rows, cols] = input.shape;
-    let mut e = Emitter::new(input.weight, names);
+/// Writes the decode subgraph rebuilding `target` from `decomposition` at
+/// `granularity`, valid in a model of opset >= [`MIN_OPSET`].
+pub fn emit(
+    target: &Target,
+    decomposition: &Decomposition,
+    granularity: Granularity,
+    names: &mut Names,
+) -> Subgraph {
+    let [rows, cols] = target.shape;
+    let mut e = Emitter::new(target.weight, names);
     let mut index = unpacked_index(
         &mut e,
         "index",
-        &input.decomposition.index,
-        input.bits,
-        input.shape,
+        &decomposition.index,
+        target.bits,
+        target.shape,
     );
     let matrix = Matrix {
         values: &[],
         rows,
         cols,
-        channel_axis: input.channel_axis,
+        channel_axis: target.channel_axis,
     };
-    let books = &input.decomposition.codebooks;
-    let k = input.decomposition.particles_per_codebook();
-    let blocks = matrix.blocks(input.granularity);
+    let books = &decomposition.codebooks;
+    let k = decomposition.particles_per_codebook();
+    let blocks = matrix.blocks(granularity);
     // Particle tables: [K] per tensor; per channel (and block) laid out so that
     // GatherElements along the input axis reads codebook (channel, block) at
     // index + block * K.
     let (dims, values, axis): (Vec<usize>, Vec<f64>, Option<i64>) =
-        match (input.granularity, input.channel_axis) {
+        match (granularity, target.channel_axis) {
             (Granularity::Tensor, _) => (vec![k], books[0].clone(), None),
             (_, 0) => (
                 vec![rows, blocks * k],
@@ -103,8 +85,8 @@ pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
         "particles",
         &dims,
         &values,
-        input.codebook_type,
-        input.float_type,
+        target.stored_type,
+        target.float_type,
     );
     let mut decoded = match axis {
         None => e.op(
@@ -115,7 +97,7 @@ pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
         ),
         Some(axis) => {
             if blocks > 1 {
-                let Granularity::Block(size) = input.granularity else {
+                let Granularity::Block(size) = granularity else {
                     unreachable!("only block granularity has several blocks")
                 };
                 let inputs = if axis == 0 { rows } else { cols };
@@ -132,14 +114,14 @@ pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
             )
         }
     };
-    let outliers = &input.decomposition.outliers;
+    let outliers = &decomposition.outliers;
     if !outliers.is_empty() {
         let flat_shape = e.ints("decoded.flat_shape", &[1], &[-1]);
         let flat = e.op("Reshape", &[&decoded, &flat_shape], "decoded.flat", vec![]);
         let positions: Vec<i32> = outliers.iter().map(|&(p, _)| p as i32).collect();
         let positions = e.int32s("outliers.positions", &[positions.len()], &positions);
         let exact: Vec<f64> = outliers.iter().map(|&(_, v)| v).collect();
-        let ty = input.float_type;
+        let ty = target.float_type;
         let values = e.constant("outliers.values", |n| {
             float_tensor(n, &[exact.len()], ty, &exact)
         });
@@ -151,8 +133,8 @@ pub fn emit(input: &DecodeInput, names: &mut Names) -> Subgraph {
             axis,
         );
     }
-    if input.dims.len() != 2 || !outliers.is_empty() {
-        decoded = reshape(&mut e, &decoded, input.dims);
+    if target.dims.len() != 2 || !outliers.is_empty() {
+        decoded = reshape(&mut e, &decoded, target.dims);
     }
     e.finish(decoded)
 }

@@ -13,6 +13,26 @@ use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_tensor, i32_tensor, i64_tensor, u8_tensor};
 use crate::particles::pack::{GROUP, pack};
 
+/// What every form needs to know about the weight it rebuilds.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The weight's name; every generated name derives from it.
+    pub weight: &'a str,
+    /// The weight's own dims; the decoded matrix is reshaped to them when they are
+    /// not those of the matrix view.
+    pub dims: &'a [i64],
+    /// Rows and columns of the matrix view the particles were fitted on.
+    pub shape: [usize; 2],
+    /// Element type of the weight.
+    pub float_type: FloatType,
+    /// Element type the particles are stored in; cast to `float_type` if different.
+    pub stored_type: FloatType,
+    /// 0 if output channels are rows, 1 if columns.
+    pub channel_axis: usize,
+    /// Bits per index.
+    pub bits: u32,
+}
+
 /// Nodes and initializers that compute one value.
 #[derive(Clone, Debug, Default)]
 pub struct Subgraph {

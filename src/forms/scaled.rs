@@ -10,44 +10,26 @@
 //! to the weight's type; the scales keep the weight's type, so `grid[q] * scale` is the
 //! same multiply the dequantizing graph did.
 
-use super::{Emitter, Subgraph, particles, reshape, unpacked_index};
+use super::{Emitter, Subgraph, Target, particles, reshape, unpacked_index};
 use crate::builder::attr_int;
 use crate::graph::Names;
-use crate::onnx::tensor::{FloatType, float_tensor};
+use crate::onnx::tensor::float_tensor;
 use crate::particles::scaled::ScaledGrid;
 
-/// A weight written as a scaled grid, ready to be emitted.
-#[derive(Clone, Copy, Debug)]
-pub struct ScaledInput<'a> {
-    /// The weight's name; every generated name derives from it.
-    pub weight: &'a str,
-    /// The weight's own dims.
-    pub dims: &'a [i64],
-    /// Rows and columns of the matrix view.
-    pub shape: [usize; 2],
-    /// Element type of the weight (and of the scales).
-    pub float_type: FloatType,
-    /// Element type the grid is stored in.
-    pub grid_type: FloatType,
-    /// The grid, indices and scales.
-    pub grid: &'a ScaledGrid,
-    /// Bits per index.
-    pub bits: u32,
-}
-
-/// Writes the scaled-grid form of `input`.
-pub fn emit(input: &ScaledInput, names: &mut Names) -> Subgraph {
-    let [rows, cols] = input.shape;
-    let g = input.grid;
-    let mut e = Emitter::new(input.weight, names);
-    let index = unpacked_index(&mut e, "index", &g.index, input.bits, input.shape);
+/// Writes the scaled-grid form rebuilding `target` from `grid` (the grid is stored as
+/// `target.stored_type`, the scales as the weight's type).
+pub fn emit(target: &Target, grid: &ScaledGrid, names: &mut Names) -> Subgraph {
+    let [rows, cols] = target.shape;
+    let g = grid;
+    let mut e = Emitter::new(target.weight, names);
+    let index = unpacked_index(&mut e, "index", &g.index, target.bits, target.shape);
     let grid = particles(
         &mut e,
         "grid",
         &[g.grid.len()],
         &g.grid,
-        input.grid_type,
-        input.float_type,
+        target.stored_type,
+        target.float_type,
     );
     let values = e.op(
         "Gather",
@@ -60,13 +42,13 @@ pub fn emit(input: &ScaledInput, names: &mut Names) -> Subgraph {
     } else {
         [1, cols]
     };
-    let ty = input.float_type;
+    let ty = target.float_type;
     let scales = e.constant("scales", |n| float_tensor(n, &scale_dims, ty, &g.scales));
     let decoded = e.op("Mul", &[&values, &scales], "decoded", vec![]);
-    let decoded = if input.dims.len() == 2 {
+    let decoded = if target.dims.len() == 2 {
         decoded
     } else {
-        reshape(&mut e, &decoded, input.dims)
+        reshape(&mut e, &decoded, target.dims)
     };
     e.finish(decoded)
 }

@@ -13,51 +13,29 @@
 //! may be stored in half precision and cast. A weight of rank != 2 (Conv) is reshaped
 //! to its dims at the end. Valid from opset 11 like the decode form.
 
-use super::{Emitter, Subgraph, particles, reshape, unpacked_index};
+use super::{Emitter, Subgraph, Target, particles, reshape, unpacked_index};
 use crate::builder::{attr_int, attr_ints};
 use crate::graph::Names;
-use crate::onnx::tensor::FloatType;
 use crate::particles::vector::VectorDecomposition;
 
-/// A weight decomposed into vector particles, ready to be written.
-#[derive(Clone, Copy, Debug)]
-pub struct VectorInput<'a> {
-    /// The weight's name; every generated name derives from it.
-    pub weight: &'a str,
-    /// The weight's own dims.
-    pub dims: &'a [i64],
-    /// Rows and columns of the matrix view.
-    pub shape: [usize; 2],
-    /// Element type of the weight.
-    pub float_type: FloatType,
-    /// Element type the particles are stored in.
-    pub codebook_type: FloatType,
-    /// The stages.
-    pub decomposition: &'a VectorDecomposition,
-    /// 0 if output channels are rows, 1 if columns.
-    pub channel_axis: usize,
-    /// Bits per index.
-    pub bits: u32,
-}
-
-/// Writes the vector form of `input`.
-pub fn emit(input: &VectorInput, names: &mut Names) -> Subgraph {
-    let [rows, cols] = input.shape;
-    let d = input.decomposition.dim;
-    let index_shape = if input.channel_axis == 0 {
+/// Writes the vector form rebuilding `target` from `decomposition`.
+pub fn emit(target: &Target, decomposition: &VectorDecomposition, names: &mut Names) -> Subgraph {
+    let [rows, cols] = target.shape;
+    let d = decomposition.dim;
+    let index_shape = if target.channel_axis == 0 {
         [rows, cols / d]
     } else {
         [rows / d, cols]
     };
-    let mut e = Emitter::new(input.weight, names);
+    let mut e = Emitter::new(target.weight, names);
     let mut sum: Option<String> = None;
-    for (t, stage) in input.decomposition.stages.iter().enumerate() {
+    for (t, stage) in decomposition.stages.iter().enumerate() {
         let prefix = format!("stage{t}");
         let index = unpacked_index(
             &mut e,
             &format!("{prefix}.index"),
             &stage.index,
-            input.bits,
+            target.bits,
             index_shape,
         );
         let k = stage.codebook.len() / d;
@@ -66,8 +44,8 @@ pub fn emit(input: &VectorInput, names: &mut Names) -> Subgraph {
             &format!("{prefix}.particles"),
             &[k, d],
             &stage.codebook,
-            input.codebook_type,
-            input.float_type,
+            target.stored_type,
+            target.float_type,
         );
         let gathered = e.op(
             "Gather",
@@ -86,10 +64,10 @@ pub fn emit(input: &VectorInput, names: &mut Names) -> Subgraph {
         });
     }
     let mut vectors = sum.expect("a vector decomposition has a stage");
-    if input.channel_axis == 1 {
+    if target.channel_axis == 1 {
         let perm = vec![attr_ints("perm", &[0, 2, 1])];
         vectors = e.op("Transpose", &[&vectors], "vectors.by_row", perm);
     }
-    let decoded = reshape(&mut e, &vectors, input.dims);
+    let decoded = reshape(&mut e, &vectors, target.dims);
     e.finish(decoded)
 }

@@ -80,8 +80,15 @@ pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
                 dtype: p.float_type,
                 elements: rows * cols,
                 bytes_before: p.weight.tensor.encoded_len(),
-                estimated_bytes_after: packed_len(rows * cols, config.bits)
-                    + codebooks * (1 << config.bits) * particle_size,
+                estimated_bytes_after: if config.uses_vectors() {
+                    let (stages, dim) = (config.stages, config.dim);
+                    stages
+                        * (packed_len(rows * cols / dim, config.bits)
+                            + (1 << config.bits) * dim * particle_size)
+                } else {
+                    packed_len(rows * cols, config.bits)
+                        + codebooks * (1 << config.bits) * particle_size
+                },
             }
         })
         .collect();

@@ -25,7 +25,7 @@ fn main() {
             let p = w.first();
             (
                 p.weight.name.to_string(),
-                float_values(p.weight.tensor).unwrap(),
+                float_values(p.weight.tensor, None).unwrap(),
                 p.shape,
                 p.channel_axis,
             )

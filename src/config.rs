@@ -1,5 +1,7 @@
 //! What the pass does, as chosen by the user.
 
+use std::path::PathBuf;
+
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
@@ -33,6 +35,9 @@ pub struct Config {
     pub dim: usize,
     /// Additive stages, each fitted to the residual of the previous ones.
     pub stages: usize,
+    /// The model's folder, where external data locations resolve; `None` skips
+    /// weights stored as external data.
+    pub external_dir: Option<PathBuf>,
 }
 
 /// Op types rewritten by default.
@@ -81,6 +86,7 @@ impl Default for Config {
             outliers: 0.0,
             dim: 1,
             stages: 1,
+            external_dir: None,
         }
     }
 }

@@ -147,7 +147,7 @@ fn tensor(t: &TensorProto) -> String {
         return format!("{head} = <{count} elements, fnv {:016x}>", fnv1a(raw));
     }
     let values = if FloatType::from_data_type(t.data_type()).is_some() {
-        float_values(t)
+        float_values(t, None)
             .map(|v| v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>())
             .ok()
     } else {

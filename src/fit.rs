@@ -67,7 +67,7 @@ impl Fit {
 pub fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
     let patch = w.first();
     let name = patch.weight.name.to_string();
-    let values = float_values(patch.weight.tensor)?;
+    let values = float_values(patch.weight.tensor, config.external_dir.as_deref())?;
     if values.iter().any(|v| !v.is_finite()) {
         return Ok(Err(SkipReason::NonFinite(name)));
     }

@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sora_onnx::config::{CodebookType, GranularityChoice};
-use sora_onnx::onnx::{load_model, save_model, write_atomic};
+use sora_onnx::onnx::external::model_dir;
+use sora_onnx::onnx::{DataPlacement, load_model, save_model_with_data, write_atomic};
 use sora_onnx::particles::Granularity;
+use sora_onnx::prove::{EXTERNAL_LIMIT, load_for_proof};
 use sora_onnx::{Config, ProofConfig, Selection};
 
 /// Like `print!`, but a closed stdout (`sora-onnx inspect m.onnx | head`) is not an
@@ -64,6 +66,10 @@ struct RewriteArgs {
     /// Skip the proof in tract.
     #[arg(long)]
     no_validate: bool,
+    /// Write tensor data to one side file next to OUT (OUT.data); done anyway when OUT
+    /// would pass protobuf's 2 GiB limit.
+    #[arg(long)]
+    external_data: bool,
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
@@ -192,7 +198,8 @@ fn parse_dim(s: &str) -> Result<(String, usize), String> {
 }
 
 impl ParticleArgs {
-    fn config(&self) -> Result<Config> {
+    /// The config for rewriting the model at `input` (its folder holds its external data).
+    fn config(&self, input: &Path) -> Result<Config> {
         Ok(Config {
             bits: self.bits,
             granularity: self.granularity,
@@ -205,6 +212,7 @@ impl ParticleArgs {
             outliers: self.outliers,
             dim: self.dim,
             stages: self.stages,
+            external_dir: Some(model_dir(input)),
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
         })
@@ -238,8 +246,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads a model; an error that does not name the file is prefixed with it.
 fn load(path: &Path) -> Result<sora_onnx::onnx::proto::ModelProto> {
-    Ok(load_model(path)?)
+    load_model(path).map_err(|e| match e {
+        sora_onnx::Error::Io { .. } | sora_onnx::Error::NotOnnx { .. } => e.into(),
+        other => anyhow::Error::new(other).context(path.display().to_string()),
+    })
 }
 
 /// Whether `a` and `b` name the same file (`b` need not exist).
@@ -263,7 +275,8 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
             args.output.display()
         );
     }
-    let config = args.particles.config()?;
+    let dir = model_dir(&args.input);
+    let config = args.particles.config(&args.input)?;
     let model = load(&args.input)?;
     let mut rewritten =
         sora_onnx::rewrite(&model, &config).with_context(|| args.input.display().to_string())?;
@@ -278,11 +291,20 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
         }
     } else if !args.no_validate {
         let start = std::time::Instant::now();
-        let proof = sora_onnx::validate(&model, &rewritten.model, &args.proof.config())
-            .context("proof failed to run (pass --no-validate to skip it)")?;
-        passed = proof.passed;
+        let original = load_for_proof(&model, &dir)?;
+        let candidate = load_for_proof(&rewritten.model, &dir)?;
+        if let (Some(original), Some(candidate)) = (original, candidate) {
+            let proof = sora_onnx::validate(&original, &candidate, &args.proof.config())
+                .context("proof failed to run (pass --no-validate to skip it)")?;
+            passed = proof.passed;
+            report.validation = Some(proof);
+        } else if !args.quiet {
+            sayln!(
+                "proof skipped: the model keeps more than {} GiB in external data, more than the proof loads into memory",
+                EXTERNAL_LIMIT >> 30
+            );
+        }
         report.seconds += start.elapsed().as_secs_f64();
-        report.validation = Some(proof);
     }
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(report)? + "\n";
@@ -302,7 +324,12 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
-    save_model(&rewritten.model, &args.output)?;
+    let placement = if args.external_data {
+        DataPlacement::Side
+    } else {
+        DataPlacement::Auto
+    };
+    save_model_with_data(rewritten.model, &args.output, Some(&dir), placement)?;
     if !args.quiet {
         sayln!("wrote {}", args.output.display());
     }
@@ -315,7 +342,7 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
 
 fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let model = load(&args.input)?;
-    let inspection = sora_onnx::inspect(&model, &args.particles.config()?)
+    let inspection = sora_onnx::inspect(&model, &args.particles.config(&args.input)?)
         .with_context(|| args.input.display().to_string())?;
     if args.json {
         sayln!("{}", serde_json::to_string_pretty(&inspection)?);
@@ -355,7 +382,16 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let a = load(&args.a)?;
     let b = load(&args.b)?;
-    let proof = sora_onnx::validate(&a, &b, &args.proof.config())?;
+    let too_big = |path: &Path| {
+        anyhow::anyhow!(
+            "{}: more than {} GiB of external data, more than the proof loads into memory",
+            path.display(),
+            EXTERNAL_LIMIT >> 30
+        )
+    };
+    let a_in_memory = load_for_proof(&a, &model_dir(&args.a))?.ok_or_else(|| too_big(&args.a))?;
+    let b_in_memory = load_for_proof(&b, &model_dir(&args.b))?.ok_or_else(|| too_big(&args.b))?;
+    let proof = sora_onnx::validate(&a_in_memory, &b_in_memory, &args.proof.config())?;
     if args.json {
         sayln!("{}", serde_json::to_string_pretty(&proof)?);
     } else {

@@ -7,7 +7,9 @@
 //! is drawn inside that table's size along the gathered axis; other integer and bool
 //! inputs are 0 or 1.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::Path;
 
 use prost::Message;
 use tract_onnx::prelude::*;
@@ -19,7 +21,28 @@ use crate::onnx::proto::tensor_shape_proto::dimension::Value as DimValue;
 use crate::onnx::proto::type_proto::Value as TypeValue;
 use crate::onnx::proto::{ModelProto, ValueInfoProto};
 use crate::onnx::tensor::data_type_name;
+use crate::onnx::{external_bytes, inline_external};
 use crate::rng::Rng;
+
+/// Most elements the proof feeds one input (checked before anything is allocated).
+pub const MAX_INPUT_ELEMENTS: usize = 1 << 26;
+
+/// Most bytes of external data the proof reads into memory for one model.
+pub const EXTERNAL_LIMIT: u64 = 1 << 30;
+
+/// `model` ready for [`validate`], which runs models from memory: its external data
+/// (if any) read from the model folder `dir`. `None` when that data is more than
+/// [`EXTERNAL_LIMIT`] bytes, in which case the proof is skipped.
+pub fn load_for_proof<'a>(
+    model: &'a ModelProto,
+    dir: &Path,
+) -> Result<Option<Cow<'a, ModelProto>>> {
+    match external_bytes(model) {
+        0 => Ok(Some(Cow::Borrowed(model))),
+        n if n <= EXTERNAL_LIMIT => Ok(Some(Cow::Owned(inline_external(model, dir)?))),
+        _ => Ok(None),
+    }
+}
 
 /// How to run the proof.
 #[derive(Clone, Debug)]
@@ -194,6 +217,13 @@ fn input_specs(model: &ModelProto, config: &ProofConfig) -> Result<Vec<InputSpec
         .filter(|i| matches!(graph.resolve(0, i.name()), Some((0, Def::Input))))
         .map(|info| {
             let (data_type, shape) = declared(info, config)?;
+            let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if elements.is_none_or(|n| n > MAX_INPUT_ELEMENTS) {
+                return Err(Error::invalid(format!(
+                    "input '{}' would need shape {shape:?}, over the proof's {MAX_INPUT_ELEMENTS} elements; bind its dims with --input-dim or pass --no-validate",
+                    info.name()
+                )));
+            }
             let datum = datum_type(data_type).ok_or_else(|| {
                 Error::invalid(format!(
                     "input '{}' is {}, which the proof cannot feed",

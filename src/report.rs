@@ -12,9 +12,10 @@ use crate::prove::Validation;
 /// written as `null`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
-    /// Size of the input model, encoded, in bytes.
+    /// Size of the input model in bytes: encoded, plus its external data.
     pub input_bytes: usize,
-    /// Size of the rewritten model, encoded, in bytes.
+    /// Size of the rewritten model in bytes: encoded, plus the external data it still
+    /// refers to (the side file pads each tensor to 64 bytes on top).
     pub output_bytes: usize,
     /// Bits per weight over all rewritten weights: every index, codebook, constant and
     /// node byte of their decode subgraphs, over their element count.

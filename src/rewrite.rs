@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::fit::{Fit, Particles, fit};
 use crate::forms::Subgraph;
 use crate::graph::{ConstantSource, Graph, GraphStep};
+use crate::onnx::external_bytes;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::plan::{Skipped, WeightPlan, node_label, plan};
 use crate::report::{KmeansMethod, Report, TensorReport};
@@ -56,8 +57,8 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     let mut rewritten = model.clone();
     edits.apply(&mut rewritten);
     let report = Report {
-        input_bytes: model.encoded_len(),
-        output_bytes: rewritten.encoded_len(),
+        input_bytes: model.encoded_len() + external_bytes(model) as usize,
+        output_bytes: rewritten.encoded_len() + external_bytes(&rewritten) as usize,
         bits_per_weight: bits_per_weight(&tensors),
         tensors,
         skipped: plan.skipped,

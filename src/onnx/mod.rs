@@ -1,6 +1,7 @@
 //! ONNX itself: the generated protobuf types, reading and writing model files, and
 //! conversion between tensors and plain slices.
 
+pub mod external;
 mod io;
 pub mod tensor;
 
@@ -10,4 +11,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use io::{decode_model, load_model, save_model, write_atomic};
+pub use io::{
+    DataPlacement, PROTOBUF_LIMIT, decode_model, external_bytes, inline_external, load_model,
+    save_model, save_model_with_data, visit_tensors, write_atomic,
+};

@@ -3,7 +3,10 @@
 use half::f16;
 
 use super::proto::TensorProto;
-use super::proto::tensor_proto::{DataLocation, DataType};
+use std::path::Path;
+
+use super::external::{external_ref, is_external, read_external};
+use super::proto::tensor_proto::DataType;
 use crate::error::{Error, Result};
 
 /// The float element types a weight may have.
@@ -80,6 +83,22 @@ pub fn data_type_name(data_type: i32) -> String {
         .unwrap_or_else(|_| format!("data type {data_type}"))
 }
 
+/// Bytes `count` elements of `data_type` take in raw data, if the type has a fixed size
+/// (4-bit types pack two elements per byte; strings have none).
+pub fn stored_bytes(data_type: i32, count: usize) -> Option<usize> {
+    use DataType::*;
+    let bits = match DataType::try_from(data_type).ok()? {
+        Uint4 | Int4 | Float4e2m1 => 4,
+        Uint8 | Int8 | Bool | Float8e4m3fn | Float8e4m3fnuz | Float8e5m2 | Float8e5m2fnuz => 8,
+        Uint16 | Int16 | Float16 | Bfloat16 => 16,
+        Float | Int32 | Uint32 => 32,
+        Int64 | Uint64 | Double | Complex64 => 64,
+        Complex128 => 128,
+        _ => return None,
+    };
+    count.checked_mul(bits).map(|b| b.div_ceil(8))
+}
+
 /// Number of elements of a tensor with `dims`; refuses negative dims and overflow.
 pub fn element_count(name: &str, dims: &[i64]) -> Result<usize> {
     dims.iter().try_fold(1usize, |acc, &d| {
@@ -90,14 +109,11 @@ pub fn element_count(name: &str, dims: &[i64]) -> Result<usize> {
     })
 }
 
-/// Whether the tensor's data lives in an external file.
-pub fn is_external(t: &TensorProto) -> bool {
-    t.data_location() == DataLocation::External
-}
-
 /// The values of a float tensor (`FLOAT16`, `FLOAT`, `DOUBLE`), widened to f64.
-/// Checks that the stored data has exactly as many elements as the dims declare.
-pub fn float_values(t: &TensorProto) -> Result<Vec<f64>> {
+/// Checks that the stored data has exactly as many elements as the dims declare. Data
+/// in an external file is read from the model's folder `dir` (refused without one),
+/// after the checks of [`external_ref`].
+pub fn float_values(t: &TensorProto, dir: Option<&Path>) -> Result<Vec<f64>> {
     let name = t.name();
     let ty = FloatType::from_data_type(t.data_type()).ok_or_else(|| {
         Error::tensor(
@@ -105,13 +121,20 @@ pub fn float_values(t: &TensorProto) -> Result<Vec<f64>> {
             format!("is {}, not a float tensor", data_type_name(t.data_type())),
         )
     })?;
-    if is_external(t) {
-        return Err(Error::tensor(
-            name,
-            "stores its data in an external file, which is not supported yet",
-        ));
-    }
     let count = element_count(name, &t.dims)?;
+    if is_external(t) {
+        let dir = dir.ok_or_else(|| {
+            Error::tensor(
+                name,
+                "stores its data in an external file, but the model's folder is unknown",
+            )
+        })?;
+        let bytes = (count as u64)
+            .checked_mul(ty.size() as u64)
+            .ok_or_else(|| Error::tensor(name, format!("dimensions {:?} overflow", t.dims)))?;
+        let raw = read_external(&external_ref(t, dir, Some(bytes))?, name)?;
+        return Ok(raw.chunks_exact(ty.size()).map(|b| ty.read(b)).collect());
+    }
     let mismatch = |found: usize| {
         Error::tensor(
             name,
@@ -188,7 +211,7 @@ mod tests {
         let values = [0.5, -1.25, 3.0, 1e-3];
         for ty in [FloatType::F16, FloatType::F32, FloatType::F64] {
             let t = float_tensor("w", &[2, 2], ty, &values);
-            let back = float_values(&t).unwrap();
+            let back = float_values(&t, None).unwrap();
             let expected: Vec<f64> = values.iter().map(|&v| ty.round(v)).collect();
             assert_eq!(back, expected, "{ty:?}");
         }
@@ -206,14 +229,14 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(float_values(&t).unwrap(), vec![1.5, -2.0]);
+        assert_eq!(float_values(&t, None).unwrap(), vec![1.5, -2.0]);
     }
 
     #[test]
     fn size_mismatch_names_the_tensor() {
         let mut t = float_tensor("w", &[3], FloatType::F32, &[1.0, 2.0, 3.0]);
         t.dims = vec![4];
-        let err = float_values(&t).unwrap_err().to_string();
+        let err = float_values(&t, None).unwrap_err().to_string();
         assert_eq!(err, "tensor 'w': declares 4 elements but stores 3");
     }
 

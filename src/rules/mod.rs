@@ -13,8 +13,9 @@ use std::fmt;
 
 use crate::config::{Config, Unselected};
 use crate::graph::{Constant, Graph, NodeId};
+use crate::onnx::external::is_external;
 use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::tensor::{FloatType, data_type_name, element_count, is_external};
+use crate::onnx::tensor::{FloatType, data_type_name, element_count};
 
 /// A rule: looks at the node `NodeId` of the op type it is registered for.
 pub type Rule = for<'m> fn(&Graph<'m>, NodeId, &Config) -> Match<'m>;
@@ -88,7 +89,7 @@ pub enum SkipReason {
     NotMatrix(String, Vec<i64>),
     /// The weight has fewer elements than `--min-elements`.
     TooSmall(String, usize, usize),
-    /// The weight's data lives in an external file.
+    /// The weight's data lives in an external file and no model folder was given.
     ExternalData(String),
     /// The node and weight names match no `--include` glob.
     NotIncluded,
@@ -131,7 +132,7 @@ impl fmt::Display for SkipReason {
             ),
             ExternalData(w) => write!(
                 f,
-                "weight '{w}' stores its data in an external file (not supported yet)"
+                "weight '{w}' stores its data in an external file, and the model's folder is unknown (load it from a path)"
             ),
             NotIncluded => write!(f, "no --include glob matches the node or its weight"),
             Excluded(p) => write!(f, "excluded by --exclude '{p}'"),
@@ -214,7 +215,7 @@ fn weight_input<'m>(
             config.min_elements,
         ));
     }
-    if is_external(t) {
+    if is_external(t) && config.external_dir.is_none() {
         return skip(SkipReason::ExternalData(name.into()));
     }
     Match::Rewrite(WeightPatch {

@@ -295,7 +295,12 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
         let candidate = load_for_proof(&rewritten.model, &dir)?;
         if let (Some(original), Some(candidate)) = (original, candidate) {
             let proof = sora_onnx::validate(&original, &candidate, &args.proof.config())
-                .context("proof failed to run (pass --no-validate to skip it)")?;
+                .with_context(|| {
+                    format!(
+                        "{}: proof failed to run (pass --no-validate to skip it)",
+                        args.input.display()
+                    )
+                })?;
             passed = proof.passed;
             report.validation = Some(proof);
         } else if !args.quiet {

@@ -224,3 +224,69 @@ fn validate_compares_two_models() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("FAILED"));
 }
+
+/// A MatMul model in `dir` whose 64 x 64 weight and bias live in `weights.bin`.
+fn external_model(dir: &Path) -> std::path::PathBuf {
+    use sora_onnx::builder::float_matrix;
+    use sora_onnx::onnx::proto::StringStringEntryProto;
+    use sora_onnx::onnx::proto::tensor_proto::DataLocation;
+    let mut data = Vec::new();
+    let mut external = |mut t: sora_onnx::onnx::proto::TensorProto| {
+        let raw = t.raw_data.take().unwrap();
+        let kv = |k: &str, v: String| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
+        t.external_data = vec![
+            kv("location", "weights.bin".into()),
+            kv("offset", data.len().to_string()),
+            kv("length", raw.len().to_string()),
+        ];
+        t.data_location = Some(DataLocation::External as i32);
+        data.extend(raw);
+        t
+    };
+    let w = external(float_matrix("w", 64, 64, 3));
+    let bias = external(float_matrix("bias", 1, 64, 4));
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 64]);
+    b.initializer(w);
+    b.initializer(bias);
+    b.node("MatMul", &["x", "w"], &["m"]);
+    b.node("Add", &["m", "bias"], &["y"]);
+    b.output_f32("y");
+    std::fs::write(dir.join("weights.bin"), data).unwrap();
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, b.build().encode_to_vec()).unwrap();
+    path
+}
+
+#[test]
+fn external_data_is_read_and_written_next_to_the_output() {
+    let input_dir = tempfile::tempdir().unwrap();
+    let model = external_model(input_dir.path());
+    let out_dir = tempfile::tempdir().unwrap();
+    // Inline: the output needs nothing from the input folder.
+    let inline = out_dir.path().join("inline.onnx");
+    let out = sora(&["rewrite", path(&model), path(&inline), "--bits", "8"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("proof in tract (4 samples): passed"));
+    // Side file: OUT.data next to OUT, holding the bias and the index.
+    let side = out_dir.path().join("side.onnx");
+    let out = sora(&[
+        "rewrite",
+        path(&model),
+        path(&side),
+        "--bits",
+        "8",
+        "--external-data",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out_dir.path().join("side.onnx.data").exists());
+    drop(input_dir);
+    // Both outputs validate against each other with the input folder gone.
+    let out = sora(&["validate", path(&inline), path(&side), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outputs"][0]["max_abs"], 0.0);
+}

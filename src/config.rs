@@ -38,6 +38,8 @@ pub struct Config {
     /// The model's folder, where external data locations resolve; `None` skips
     /// weights stored as external data.
     pub external_dir: Option<PathBuf>,
+    /// Draw a progress bar on stderr while weights are fitted.
+    pub progress: bool,
 }
 
 /// Op types rewritten by default.
@@ -87,6 +89,7 @@ impl Default for Config {
             dim: 1,
             stages: 1,
             external_dir: None,
+            progress: false,
         }
     }
 }

@@ -109,16 +109,18 @@ pub fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
         .codebook_type
         .resolve(patch.float_type, &tables, config.lossless);
     let round = |v: f64| patch.float_type.round(codebook_type.round(v));
-    let decoded = match &particles {
-        Particles::Scalar(d) => d.decoded(&matrix, granularity, round),
-        Particles::Vector(d) => d.decoded(&matrix, round),
-        Particles::Scaled(g) => g.decoded(&matrix, |v| patch.float_type.round(v)),
+    let squared_error = |decoded: Vec<f64>| {
+        values
+            .iter()
+            .zip(&decoded)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum()
     };
-    let sse = values
-        .iter()
-        .zip(&decoded)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum();
+    let sse = match &particles {
+        Particles::Scalar(d) => d.squared_error(&matrix, granularity, round),
+        Particles::Vector(d) => squared_error(d.decoded(&matrix, round)),
+        Particles::Scaled(g) => squared_error(g.decoded(&matrix, |v| patch.float_type.round(v))),
+    };
     let signal = values.iter().map(|a| a * a).sum();
     Ok(Ok(Fit {
         particles,

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 the proof missed `--max-rel-error`, 2 bad input or usage.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -213,6 +214,7 @@ impl ParticleArgs {
             dim: self.dim,
             stages: self.stages,
             external_dir: Some(model_dir(input)),
+            progress: false,
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
         })
@@ -276,7 +278,10 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
         );
     }
     let dir = model_dir(&args.input);
-    let config = args.particles.config(&args.input)?;
+    let config = Config {
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+        ..args.particles.config(&args.input)?
+    };
     let model = load(&args.input)?;
     let mut rewritten =
         sora_onnx::rewrite(&model, &config).with_context(|| args.input.display().to_string())?;

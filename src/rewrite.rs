@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use rayon::prelude::*;
 
@@ -14,7 +15,7 @@ use crate::forms::Subgraph;
 use crate::graph::{ConstantSource, Graph, GraphStep};
 use crate::onnx::external_bytes;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
-use crate::plan::{Skipped, WeightPlan, node_label, plan};
+use crate::plan::{Plan, Skipped, WeightPlan, node_label, plan};
 use crate::report::{KmeansMethod, Report, TensorReport};
 use crate::rules::SkipReason;
 
@@ -33,27 +34,43 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     config.validate()?;
     let start = Instant::now();
     let graph = Graph::new(model)?;
-    let mut plan = plan(&graph, config);
-    let fits: Vec<Result<Result<Fit, SkipReason>>> =
-        plan.weights.par_iter().map(|w| fit(w, config)).collect();
+    let Plan {
+        weights,
+        mut skipped,
+    } = plan(&graph, config);
     let mut names = graph.names();
     let mut edits = Edits::default();
     let mut tensors = Vec::new();
-    for (w, fit) in plan.weights.iter().zip(fits) {
-        let fit = match fit? {
-            Ok(fit) => fit,
-            Err(reason) => {
-                plan.skipped.extend(w.patches.iter().map(|p| Skipped {
-                    node: node_label(&graph, p.node),
-                    reason: reason.to_string(),
-                }));
-                continue;
-            }
-        };
-        let subgraph = fit.emit(w, &mut names);
-        tensors.push(tensor_report(&graph, w, &fit, &subgraph));
-        edits.add(&graph, w, subgraph);
+    let progress = if config.progress {
+        ProgressBar::new(weights.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} weights, {elapsed}")
+            .unwrap_or(ProgressStyle::default_bar()),
+    );
+    for chunk in memory_bounded_chunks(&weights) {
+        let fits: Vec<Result<Result<Fit, SkipReason>>> =
+            chunk.par_iter().map(|w| fit(w, config)).collect();
+        for (w, fit) in chunk.iter().zip(fits) {
+            progress.inc(1);
+            let fit = match fit? {
+                Ok(fit) => fit,
+                Err(reason) => {
+                    skipped.extend(w.patches.iter().map(|p| Skipped {
+                        node: node_label(&graph, p.node),
+                        reason: reason.to_string(),
+                    }));
+                    continue;
+                }
+            };
+            let subgraph = fit.emit(w, &mut names);
+            tensors.push(tensor_report(&graph, w, &fit, &subgraph));
+            edits.add(&graph, w, subgraph);
+        }
     }
+    progress.finish_and_clear();
     let mut rewritten = model.clone();
     edits.apply(&mut rewritten);
     let report = Report {
@@ -61,7 +78,7 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
         output_bytes: rewritten.encoded_len() + external_bytes(&rewritten) as usize,
         bits_per_weight: bits_per_weight(&tensors),
         tensors,
-        skipped: plan.skipped,
+        skipped,
         validation: None,
         seconds: start.elapsed().as_secs_f64(),
     };
@@ -70,6 +87,29 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
         report,
     })
 }
+
+/// Weights fitted together: as many as there are threads, but no more elements than
+/// [`CHUNK_ELEMENTS`] unless one weight alone has more. Memory then holds a few
+/// weights' values and particles (8 bytes per element while fitting), not the model's.
+fn memory_bounded_chunks<'a, 'm>(weights: &'a [WeightPlan<'m>]) -> Vec<&'a [WeightPlan<'m>]> {
+    let threads = rayon::current_num_threads().max(1);
+    let mut chunks = Vec::new();
+    let (mut start, mut elements) = (0, 0);
+    for (i, w) in weights.iter().enumerate() {
+        if i > start && (i - start == threads || elements + w.elements() > CHUNK_ELEMENTS) {
+            chunks.push(&weights[start..i]);
+            (start, elements) = (i, 0);
+        }
+        elements += w.elements();
+    }
+    if start < weights.len() {
+        chunks.push(&weights[start..]);
+    }
+    chunks
+}
+
+/// Most elements fitted at once when weights share a chunk (256 MiB of f64 values).
+const CHUNK_ELEMENTS: usize = 1 << 25;
 
 fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) -> TensorReport {
     let patch = w.first();

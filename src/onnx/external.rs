@@ -10,7 +10,7 @@
 //! is a symlink.
 
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::proto::tensor_proto::DataLocation;
@@ -158,6 +158,7 @@ impl ExternalWriter {
         let file = tempfile::Builder::new()
             .prefix(".sora-onnx-")
             .suffix(".data.tmp")
+            .permissions(std::fs::Permissions::from_mode(super::io::OUTPUT_MODE))
             .tempfile_in(&dir)
             .map_err(io_err)?;
         Ok(ExternalWriter {

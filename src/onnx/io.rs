@@ -2,6 +2,7 @@
 //! file in the destination folder, which is then renamed over the destination.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use prost::Message;
@@ -113,6 +114,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = tempfile::Builder::new()
         .prefix(".sora-onnx-")
         .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(OUTPUT_MODE))
         .tempfile_in(dir)
         .map_err(io_err)?;
     file.write_all(bytes).map_err(io_err)?;
@@ -120,6 +122,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     file.persist(path).map_err(|e| io_err(e.error))?;
     Ok(())
 }
+
+/// Permissions of written files: read-write for the owner, readable by others (the
+/// temporary files they start as would otherwise stay owner-only).
+pub const OUTPUT_MODE: u32 = 0o644;
 
 /// Largest file protobuf (and so an ONNX model file) can hold.
 pub const PROTOBUF_LIMIT: u64 = 2 * 1024 * 1024 * 1024 - 1;

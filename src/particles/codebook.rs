@@ -49,8 +49,8 @@ pub fn fit_codebook(values: &[f64], k: usize) -> Codebook {
     let shift = values.iter().sum::<f64>() / values.len() as f64;
     let mut sorted = values.to_vec();
     sorted.sort_unstable_by(f64::total_cmp);
-    let distinct = runs(&sorted);
-    let exact = distinct.len() <= exact_limit(k);
+    let exact = count_runs(&sorted) <= exact_limit(k);
+    let distinct = if exact { runs(&sorted) } else { Vec::new() };
     let (groups, upper, sse_bound) = if exact {
         let upper = distinct.iter().map(|&(v, _)| v).collect();
         let groups = distinct
@@ -96,7 +96,12 @@ pub fn fit_codebook(values: &[f64], k: usize) -> Codebook {
 pub fn distinct_count(values: &[f64]) -> usize {
     let mut sorted = values.to_vec();
     sorted.sort_unstable_by(f64::total_cmp);
-    runs(&sorted).len()
+    count_runs(&sorted)
+}
+
+/// Number of distinct values of a sorted slice.
+fn count_runs(sorted: &[f64]) -> usize {
+    sorted.windows(2).filter(|w| w[0] != w[1]).count() + usize::from(!sorted.is_empty())
 }
 
 /// Distinct values of a sorted slice with their counts.

@@ -167,6 +167,34 @@ impl Decomposition {
         self.codebooks[0].len()
     }
 
+    /// Squared error of the rebuilt weights against `matrix`, every particle first
+    /// passed through `round`; computed without materializing the rebuilt matrix.
+    pub fn squared_error(
+        &self,
+        matrix: &Matrix,
+        granularity: Granularity,
+        round: impl Fn(f64) -> f64,
+    ) -> f64 {
+        let books: Vec<Vec<f64>> = self
+            .codebooks
+            .iter()
+            .map(|b| b.iter().map(|&p| round(p)).collect())
+            .collect();
+        let mut outliers = self.outliers.iter().peekable();
+        let mut sse = 0.0;
+        for (pos, (&i, &v)) in self.index.iter().zip(matrix.values).enumerate() {
+            let decoded = match outliers.peek() {
+                Some(&&(p, exact)) if p == pos => {
+                    outliers.next();
+                    exact
+                }
+                _ => books[matrix.codebook_of(pos, granularity)][i as usize],
+            };
+            sse += (v - decoded) * (v - decoded);
+        }
+        sse
+    }
+
     /// The weights as the particles rebuild them, with every particle first passed
     /// through `round` (the rounding to the stored element type).
     pub fn decoded(
@@ -240,33 +268,43 @@ fn fit_codebooks(
     excluded: &[bool],
 ) -> Decomposition {
     let k = 1usize << bits;
-    let books: Vec<(Vec<usize>, Codebook)> = (0..matrix.codebooks(granularity))
+    if granularity == Granularity::Tensor && excluded.is_empty() {
+        // One codebook over every weight: no positions to gather or scatter.
+        let book = fit_codebook(matrix.values, k);
+        return Decomposition {
+            codebooks: vec![book.particles],
+            index: book.index,
+            sse_bound: book.sse_bound,
+            outliers: Vec::new(),
+        };
+    }
+    // The positions a codebook serves, less the excluded ones; computed again to
+    // scatter the indices rather than kept for every codebook.
+    let served = |id: usize| {
+        let mut positions = matrix.positions(granularity, id);
+        if !excluded.is_empty() {
+            positions.retain(|&p| !excluded[p]);
+        }
+        positions
+    };
+    let books: Vec<Codebook> = (0..matrix.codebooks(granularity))
         .into_par_iter()
         .map(|id| {
-            let mut positions = matrix.positions(granularity, id);
-            if !excluded.is_empty() {
-                positions.retain(|&p| !excluded[p]);
-            }
-            let values: Vec<f64> = positions.iter().map(|&p| matrix.values[p]).collect();
-            let book = fit_codebook(&values, k);
-            (positions, book)
+            let values: Vec<f64> = served(id).iter().map(|&p| matrix.values[p]).collect();
+            fit_codebook(&values, k)
         })
         .collect();
-    let width = books
-        .iter()
-        .map(|(_, b)| b.particles.len())
-        .max()
-        .unwrap_or(1);
+    let width = books.iter().map(|b| b.particles.len()).max().unwrap_or(1);
     let mut index = vec![0u8; matrix.values.len()];
-    for (positions, book) in &books {
-        for (&p, &i) in positions.iter().zip(&book.index) {
+    for (id, book) in books.iter().enumerate() {
+        for (p, &i) in served(id).into_iter().zip(&book.index) {
             index[p] = i;
         }
     }
-    let sse_bound = books.iter().map(|(_, b)| b.sse_bound).sum();
+    let sse_bound = books.iter().map(|b| b.sse_bound).sum();
     let codebooks = books
         .into_iter()
-        .map(|(_, b)| {
+        .map(|b| {
             let last = *b.particles.last().expect("a codebook has a particle");
             let mut particles = b.particles;
             particles.resize(width, last);

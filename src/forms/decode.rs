@@ -1,10 +1,13 @@
 //! The decode form: a subgraph that rebuilds a weight matrix from its particles.
 //!
 //! ```text
-//! index  uint8 [G*b] --Cast(int32)--Reshape[G,b]--> bytes [G,b]
-//! pairs   = Gather(bytes, first_byte[8], axis 1) + 256 * Gather(bytes, next_byte[8], axis 1)
-//! digits  = (pairs / 2^(b*s mod 8)) mod 2^b          (mod as x - (x / 2^b) * 2^b)  [G,8]
-//! index   = Reshape[N,M](Slice[0:N*M](Reshape[-1](digits)))                  int32 [N,M]
+//! index  uint8 [bytes] --Cast(int32)--> bytes
+//! 1, 2, 4 bits:  table[256, 8/b] = digits of every byte value (Range(0, 256), Div/Mul/Sub)
+//!                digits = Gather(table, bytes)                      [bytes, 8/b]
+//! 3, 5, 6, 7:    groups of 8 indices in b bytes; index s starts at bit b*s:
+//!                pairs = Gather(bytes[G,b], first_byte) + 256 * Gather(bytes[G,b], next_byte)
+//!                digits = (pairs / 2^(b*s mod 8)) mod 2^b           [G, 8]
+//! index = Reshape[N,M](digits)  (Reshape[-1] + Slice[0:N*M] first when N*M % 8 != 0)
 //!
 //! per tensor:              W = Gather(particles[K], index[N,M])
 //! per channel, columns:    W = GatherElements(particles[K,M], index[N,M], axis=0)
@@ -16,16 +19,14 @@
 //! outliers kept exact:     W = Reshape(ScatterElements(Reshape(W, [-1]), positions, values), dims)
 //! ```
 //!
-//! Index `s` of a group of 8 starts at bit `b*s` of the group's `b` bytes, in byte
-//! `first_byte[s] = b*s/8`; when it runs into the next byte (only for b = 3, 5, 6, 7)
-//! that byte is added at 256 times its value, so every intermediate stays below 2^16.
-//! (A word-sized sum would be shorter but tract 0.23 accumulates integer ReduceSum in
-//! i32, which overflows from 4-bit groups on.) With 8-bit indices the index is stored
-//! as uint8 [N,M] and only cast to int32. Index arithmetic is int32, which Gather and
-//! GatherElements take as indices (tract evaluates int64 Div through its symbolic-dim
-//! arithmetic, ~10x slower). The Slice appears only when N*M is not a
-//! multiple of 8 (the packing's padding). Every op is in the default domain and valid
-//! from opset [`MIN_OPSET`].
+//! With 8-bit indices the index is stored as uint8 [N,M] and only cast. For 1, 2 and 4
+//! bits the only full-size ops are the Cast of the bytes and one Gather, so a runtime
+//! that folds the decoding at load time (onnxruntime) holds few full-size
+//! intermediates. Index arithmetic is int32, which Gather and GatherElements take as
+//! indices: tract evaluates int64 Div through its symbolic-dimension arithmetic (~10x
+//! slower), and tract 0.23 accumulates integer ReduceSum in i32, so the unpacking never
+//! sums whole words. Every op is in the default domain and valid from opset
+//! [`MIN_OPSET`].
 
 use super::{Emitter, Subgraph, Target, particles, reshape, unpacked_index};
 use crate::builder::attr_int;

@@ -40,6 +40,8 @@ pub struct Config {
     pub external_dir: Option<PathBuf>,
     /// Draw a progress bar on stderr while weights are fitted.
     pub progress: bool,
+    /// Decode identical (or transposed) weights once and share the decoding.
+    pub share: bool,
 }
 
 /// Op types rewritten by default.
@@ -90,6 +92,7 @@ impl Default for Config {
             stages: 1,
             external_dir: None,
             progress: false,
+            share: true,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::onnx::tensor::FloatType;
 use crate::particles::Matrix;
 use crate::particles::pack::packed_len;
 use crate::plan::{Skipped, node_label, plan};
+use crate::relation::{RelationGraph, relate};
 
 /// A weight the rewrite would decompose.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -45,6 +46,14 @@ pub struct Inspection {
     pub skipped: Vec<Skipped>,
     /// Estimated encoded size after the rewrite.
     pub estimated_model_bytes: usize,
+}
+
+/// The relation graph of the weights `config` would rewrite (values are read).
+pub fn relations(model: &ModelProto, config: &Config) -> Result<RelationGraph> {
+    config.validate()?;
+    let graph = Graph::new(model)?;
+    let mut plan = plan(&graph, config);
+    relate(&mut plan, config, false)
 }
 
 /// Plans the rewrite of `model` under `config` and estimates its size.

@@ -27,6 +27,7 @@ pub mod onnx;
 pub mod particles;
 pub mod plan;
 pub mod prove;
+pub mod relation;
 pub mod report;
 pub mod rewrite;
 pub mod rng;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sora_onnx::config::{CodebookType, GranularityChoice};
+use sora_onnx::inspect::relations;
 use sora_onnx::onnx::external::model_dir;
 use sora_onnx::onnx::{DataPlacement, load_model, save_model_with_data, write_atomic};
 use sora_onnx::particles::Granularity;
@@ -112,6 +113,10 @@ struct ParticleArgs {
     /// Additive stages: W = sum of one particle per stage, each fitted to the residual.
     #[arg(long, value_name = "S", default_value_t = 1)]
     stages: usize,
+    /// Share particles between related weights: none, or identical (identical and
+    /// transposed weights are decoded once).
+    #[arg(long, value_enum, default_value_t = ShareArg::Identical)]
+    share: ShareArg,
     /// Op types whose weights are rewritten, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Gather,Conv")]
     ops: Vec<String>,
@@ -124,6 +129,18 @@ struct ParticleArgs {
     /// Never rewrite nodes whose name or weight name matches one of these globs.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShareArg {
+    None,
+    Identical,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RelationsArg {
+    Dot,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -157,6 +174,9 @@ struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print the relation graph of the weights (identical, transposed) instead.
+    #[arg(long, value_enum)]
+    relations: Option<RelationsArg>,
 }
 
 #[derive(Args)]
@@ -215,6 +235,7 @@ impl ParticleArgs {
             stages: self.stages,
             external_dir: Some(model_dir(input)),
             progress: false,
+            share: matches!(self.share, ShareArg::Identical),
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
         })
@@ -352,8 +373,17 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
 
 fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let model = load(&args.input)?;
-    let inspection = sora_onnx::inspect(&model, &args.particles.config(&args.input)?)
-        .with_context(|| args.input.display().to_string())?;
+    let config = args.particles.config(&args.input)?;
+    if let Some(format) = args.relations {
+        let graph = relations(&model, &config).with_context(|| args.input.display().to_string())?;
+        match format {
+            RelationsArg::Dot => say!("{}", graph.dot()),
+            RelationsArg::Json => sayln!("{}", serde_json::to_string_pretty(&graph.json())?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let inspection =
+        sora_onnx::inspect(&model, &config).with_context(|| args.input.display().to_string())?;
     if args.json {
         sayln!("{}", serde_json::to_string_pretty(&inspection)?);
         return Ok(ExitCode::SUCCESS);

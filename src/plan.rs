@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::config::Config;
 use crate::forms::decode::MIN_OPSET;
-use crate::graph::{ConstantSource, Graph, NodeId, Use};
+use crate::graph::{Constant, ConstantSource, Graph, NodeId, Use};
 use crate::particles::Granularity;
 use crate::rules::{Match, RULES, SkipReason, WeightPatch};
 
@@ -14,6 +14,20 @@ use crate::rules::{Match, RULES, SkipReason, WeightPatch};
 #[derive(Clone, Debug)]
 pub struct WeightPlan<'m> {
     /// The node inputs reading the weight; the first decides the channel axis.
+    pub patches: Vec<WeightPatch<'m>>,
+    /// Other constants with the same values (or transposed), read through this
+    /// weight's decoding (see [`crate::relation`]).
+    pub ties: Vec<Tie<'m>>,
+}
+
+/// A constant that equals a planned weight, or its transpose, and is decoded with it.
+#[derive(Clone, Debug)]
+pub struct Tie<'m> {
+    /// The constant.
+    pub weight: Constant<'m>,
+    /// Whether it is the planned weight's transpose.
+    pub transposed: bool,
+    /// The node inputs reading it.
     pub patches: Vec<WeightPatch<'m>>,
 }
 
@@ -97,6 +111,7 @@ pub fn plan<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
                 let slot = *by_weight.entry(key).or_insert_with(|| {
                     plan.weights.push(WeightPlan {
                         patches: Vec::new(),
+                        ties: Vec::new(),
                     });
                     plan.weights.len() - 1
                 });

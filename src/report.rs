@@ -51,6 +51,8 @@ pub struct TensorReport {
     pub name: String,
     /// The nodes reading it.
     pub nodes: Vec<String>,
+    /// Identical (or transposed) weights decoded with it and removed from the model.
+    pub tied: Vec<String>,
     /// Rows and columns.
     pub shape: [usize; 2],
     /// Element type of the weight.
@@ -77,7 +79,7 @@ pub struct TensorReport {
     pub sqnr_db: f64,
     /// Stored bits per weight of this tensor's decode subgraph.
     pub bits_per_weight: f64,
-    /// Encoded bytes of the original constant.
+    /// Encoded bytes of the original constant (and of its ties).
     pub bytes_before: usize,
     /// Encoded bytes of its decode subgraph (initializers and nodes).
     pub bytes_after: usize,

@@ -8,14 +8,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use rayon::prelude::*;
 
+use crate::builder::{attr_ints, node};
 use crate::config::Config;
 use crate::error::Result;
 use crate::fit::{Fit, Particles, fit};
 use crate::forms::Subgraph;
-use crate::graph::{ConstantSource, Graph, GraphStep};
+use crate::graph::{Constant, ConstantSource, Graph, GraphStep, Names};
 use crate::onnx::external_bytes;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::plan::{Plan, Skipped, WeightPlan, node_label, plan};
+use crate::relation::relate;
 use crate::report::{KmeansMethod, Report, TensorReport};
 use crate::rules::SkipReason;
 
@@ -34,10 +36,12 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     config.validate()?;
     let start = Instant::now();
     let graph = Graph::new(model)?;
+    let mut plan = plan(&graph, config);
+    relate(&mut plan, config, config.share)?;
     let Plan {
         weights,
         mut skipped,
-    } = plan(&graph, config);
+    } = plan;
     let mut names = graph.names();
     let mut edits = Edits::default();
     let mut tensors = Vec::new();
@@ -65,9 +69,10 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
                     continue;
                 }
             };
-            let subgraph = fit.emit(w, &mut names);
+            let mut subgraph = fit.emit(w, &mut names);
+            let tie_outputs = tie_outputs(w, &mut subgraph, &mut names);
             tensors.push(tensor_report(&graph, w, &fit, &subgraph));
-            edits.add(&graph, w, subgraph);
+            edits.add(&graph, w, subgraph, &tie_outputs);
         }
     }
     progress.finish_and_clear();
@@ -86,6 +91,30 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
         model: rewritten,
         report,
     })
+}
+
+/// The value each tie's readers read: the decoded weight, or for a transposed tie a
+/// Transpose of it (appended to the subgraph).
+fn tie_outputs(w: &WeightPlan, subgraph: &mut Subgraph, names: &mut Names) -> Vec<String> {
+    w.ties
+        .iter()
+        .map(|tie| {
+            if !tie.transposed {
+                return subgraph.output.clone();
+            }
+            let output = names.fresh(&format!("{}.decoded", tie.weight.name));
+            let name = names.fresh(&format!("{}.decode/Transpose", tie.weight.name));
+            let perm = vec![attr_ints("perm", &[1, 0])];
+            subgraph.nodes.push(node(
+                "Transpose",
+                &name,
+                &[&subgraph.output],
+                &[&output],
+                perm,
+            ));
+            output
+        })
+        .collect()
 }
 
 /// Weights fitted together: as many as there are threads, but no more elements than
@@ -114,10 +143,15 @@ const CHUNK_ELEMENTS: usize = 1 << 25;
 fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) -> TensorReport {
     let patch = w.first();
     let elements = w.elements();
-    let bytes_before = match patch.weight.source {
-        ConstantSource::Initializer(_) => patch.weight.tensor.encoded_len(),
-        ConstantSource::Node(i) => graph.scopes[patch.weight.scope].graph.node[i].encoded_len(),
+    let constant_bytes = |c: &Constant| match c.source {
+        ConstantSource::Initializer(_) => c.tensor.encoded_len(),
+        ConstantSource::Node(i) => graph.scopes[c.scope].graph.node[i].encoded_len(),
     };
+    let bytes_before = constant_bytes(&patch.weight)
+        + w.ties
+            .iter()
+            .map(|t| constant_bytes(&t.weight))
+            .sum::<usize>();
     let bytes_after = subgraph
         .initializers
         .iter()
@@ -145,6 +179,17 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
             .patches
             .iter()
             .map(|p| node_label(graph, p.node))
+            .collect(),
+        tied: w
+            .ties
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}{}",
+                    t.weight.name,
+                    if t.transposed { " (transposed)" } else { "" }
+                )
+            })
             .collect(),
         shape: patch.shape,
         dtype: patch.float_type,
@@ -222,33 +267,35 @@ impl Edits {
         &mut self.scopes[at].1
     }
 
-    /// The decode subgraph goes where the constant was (a Constant node is replaced)
-    /// or just before the weight's first reader; every reader reads the decoded value.
-    fn add(&mut self, graph: &Graph, w: &WeightPlan, subgraph: Subgraph) {
-        let weight = w.first().weight;
-        for p in &w.patches {
-            let path = graph.scopes[p.node.scope].path.clone();
-            self.rewires
-                .push((path, p.node.index, p.slot, subgraph.output.clone()));
-        }
-        let (position, replace) = match weight.source {
-            ConstantSource::Node(i) => (i, true),
-            ConstantSource::Initializer(_) => {
-                let first = w
-                    .patches
-                    .iter()
-                    .map(|p| graph.ancestor_in(p.node, weight.scope))
-                    .min();
-                (first.expect("a weight plan has a patch"), false)
-            }
-        };
+    /// The decode subgraph goes just before the first reader of the weight or of its
+    /// ties; their constants (initializers or Constant nodes) leave the model; every
+    /// reader reads the decoded value, a transposed tie its Transpose (`tie_outputs`).
+    fn add(&mut self, graph: &Graph, w: &WeightPlan, subgraph: Subgraph, tie_outputs: &[String]) {
+        let scope = w.first().weight.scope;
+        let readers = std::iter::once((w.first().weight, &w.patches, &subgraph.output)).chain(
+            w.ties
+                .iter()
+                .zip(tie_outputs)
+                .map(|(t, output)| (t.weight, &t.patches, output)),
+        );
+        let mut first = usize::MAX;
         let order = self.count;
         self.count += 1;
-        let edits = self.scope(graph, weight.scope);
-        edits.removed_names.insert(weight.name.to_string());
-        edits
-            .insertions
-            .push((position, order, replace, subgraph.nodes));
+        for (weight, patches, output) in readers {
+            for p in patches {
+                let path = graph.scopes[p.node.scope].path.clone();
+                self.rewires
+                    .push((path, p.node.index, p.slot, output.clone()));
+                first = first.min(graph.ancestor_in(p.node, scope));
+            }
+            let edits = self.scope(graph, scope);
+            edits.removed_names.insert(weight.name.to_string());
+            if let ConstantSource::Node(i) = weight.source {
+                edits.insertions.push((i, order, true, Vec::new()));
+            }
+        }
+        let edits = self.scope(graph, scope);
+        edits.insertions.push((first, order, false, subgraph.nodes));
         edits.initializers.extend(subgraph.initializers);
     }
 

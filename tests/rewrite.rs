@@ -489,3 +489,52 @@ fn vectors_must_divide_the_inputs() {
         "weight 'w' has 15 inputs per channel, not a multiple of --dim 2"
     );
 }
+
+#[test]
+fn identical_and_transposed_weights_share_one_decoding() {
+    // w2 equals w1; w3 is w1 transposed (as a tied output projection would be).
+    let values = few_values(16, 8, 16, 22);
+    let transposed: Vec<f64> = (0..8)
+        .flat_map(|c| (0..16).map(move |r| (r, c)))
+        .map(|(r, c)| values[r * 8 + c])
+        .collect();
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.input_f32("z", &[2, 8]);
+    b.initializer(float_tensor("w1", &[16, 8], FloatType::F32, &values));
+    b.initializer(float_tensor("w2", &[16, 8], FloatType::F32, &values));
+    b.initializer(float_tensor("w3", &[8, 16], FloatType::F32, &transposed));
+    b.node("MatMul", &["x", "w1"], &["a"]);
+    b.node("MatMul", &["x", "w2"], &["b"]);
+    b.node("MatMul", &["z", "w3"], &["c"]);
+    for o in ["a", "b", "c"] {
+        b.output_f32(o);
+    }
+    let model = b.build();
+    let out = rewrite(&model, &config(4, Granularity::Channel)).unwrap();
+    assert_eq!(out.report.tensors.len(), 1);
+    assert_eq!(out.report.tensors[0].tied, vec!["w2", "w3 (transposed)"]);
+    let g = out.model.graph.as_ref().unwrap();
+    let indices = g
+        .initializer
+        .iter()
+        .filter(|t| t.name().ends_with(".index"))
+        .count();
+    let particles = g
+        .initializer
+        .iter()
+        .filter(|t| t.name().ends_with(".particles"))
+        .count();
+    assert_eq!((indices, particles), (1, 1));
+    let proof = prove(&model, &out);
+    for o in &proof.outputs {
+        assert_eq!(o.max_abs, 0.0, "{o:?}");
+    }
+    insta::assert_snapshot!(dump(&out.model));
+    // Sharing off: three decodings.
+    let separate = Config {
+        share: false,
+        ..config(4, Granularity::Channel)
+    };
+    assert_eq!(rewrite(&model, &separate).unwrap().report.tensors.len(), 3);
+}

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use common::{cosine, real_model, run, sentences};
 use prost::Message;
-use sora_onnx::config::{CodebookType, GranularityChoice};
+use sora_onnx::config::{CodebookType, GranularityChoice, Share};
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::particles::Granularity;
 use sora_onnx::{Config, rewrite};
@@ -158,5 +158,42 @@ fn main() {
             &inputs,
             &reference,
         );
+    }
+    println!("\nSharing codebooks between alike weights, MatMul weights only:\n{header}");
+    let per_tensor = GranularityChoice::Fixed(Granularity::Tensor);
+    let sharing: Vec<(&str, Config)> = vec![
+        ("--share identical (default)", matmuls.clone()),
+        (
+            "--share alike --alike-error 0.1",
+            Config {
+                share: Share::Alike(0.1),
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--share alike --alike-error 0.2",
+            Config {
+                share: Share::Alike(0.2),
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--granularity tensor",
+            Config {
+                granularity: per_tensor,
+                ..matmuls.clone()
+            },
+        ),
+        (
+            "--granularity tensor --share alike --alike-error 0.05",
+            Config {
+                granularity: per_tensor,
+                share: Share::Alike(0.05),
+                ..matmuls.clone()
+            },
+        ),
+    ];
+    for (label, config) in &sharing {
+        row(label, config, &model, &inputs, &reference);
     }
 }

@@ -135,6 +135,15 @@ def tied(opset=17):
     return model_of(nodes, [x, z], inits, outs, opset)
 
 
+def alike_pair(opset=17):
+    w1, w2 = weight(64, 48, TensorProto.FLOAT, 16), weight(64, 48, TensorProto.FLOAT, 16)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 64])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 48]) for n in ["a", "b"]]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("MatMul", ["x", "w2"], ["b"])]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")]
+    return model_of(nodes, [x], inits, outs, opset)
+
+
 def feeds(model):
     out = {}
     for i in model.graph.input:
@@ -199,6 +208,8 @@ def built(binary, work):
     compare_built(binary, work, "gemm_transB0", gemm(trans_b=0, distinct=16), exact4, exact=True)
     compare_built(binary, work, "gemm_lossy", gemm(), ["--bits", "4"], exact=False)
     compare_built(binary, work, "tied_identical_and_transposed", tied(), exact4, exact=True)
+    alike = ["--bits", "4", "--granularity", "channel", "--share", "alike", "--alike-error", "0.05"]
+    compare_built(binary, work, "shared_alike", alike_pair(), alike, exact=True)
     compare_built(binary, work, "gather_embedding", gather(), ["--bits", "4"], exact=False)
     compare_built(binary, work, "conv_lossless", conv(distinct=8), exact4, exact=True)
     compare_built(binary, work, "conv_lossy", conv(), ["--bits", "4"], exact=False)

@@ -40,8 +40,20 @@ pub struct Config {
     pub external_dir: Option<PathBuf>,
     /// Draw a progress bar on stderr while weights are fitted.
     pub progress: bool,
-    /// Decode identical (or transposed) weights once and share the decoding.
-    pub share: bool,
+    /// Which related weights share particles.
+    pub share: Share,
+}
+
+/// Which related weights share particles (see [`crate::relation`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Share {
+    /// Every weight is decomposed on its own.
+    None,
+    /// Identical and transposed weights are decoded once.
+    Identical,
+    /// As `Identical`, and weights of the same shape whose joint codebooks cost at
+    /// most this fraction of extra squared error read one shared codebook.
+    Alike(f64),
 }
 
 /// Op types rewritten by default.
@@ -92,7 +104,7 @@ impl Default for Config {
             stages: 1,
             external_dir: None,
             progress: false,
-            share: true,
+            share: Share::Identical,
         }
     }
 }
@@ -122,6 +134,16 @@ impl Config {
                 "--dim must be 1..=64 and --stages 1..=8, not {} and {}",
                 self.dim, self.stages
             )));
+        }
+        if let Share::Alike(tolerance) = self.share
+            && (!(0.0..=10.0).contains(&tolerance)
+                || self.uses_vectors()
+                || self.lossless
+                || self.outliers > 0.0)
+        {
+            return Err(Error::Config(
+                "--share alike takes an extra error in [0, 10] and scalar codebooks (no --dim, --stages, --lossless or --outliers)".into(),
+            ));
         }
         if self.uses_vectors() {
             let per_tensor = matches!(

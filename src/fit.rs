@@ -10,7 +10,9 @@ use crate::onnx::tensor::{FloatType, float_values};
 use crate::particles::pack::packed_len;
 use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
 use crate::particles::vector::{VectorDecomposition, decompose_vectors};
-use crate::particles::{Decomposition, Granularity, Matrix, decompose, decompose_with_outliers};
+use crate::particles::{
+    Decomposition, Granularity, Matrix, assign, decompose, decompose_with_outliers,
+};
 use crate::plan::WeightPlan;
 use crate::rules::SkipReason;
 
@@ -43,8 +45,9 @@ pub struct Fit {
 }
 
 impl Fit {
-    /// The decode subgraph for the weight planned as `w`.
-    pub fn emit(&self, w: &WeightPlan, names: &mut Names) -> Subgraph {
+    /// The decode subgraph for the weight planned as `w`; with `shared_table`, its
+    /// scalar codebooks are read from that initializer instead of stored again.
+    pub fn emit(&self, w: &WeightPlan, names: &mut Names, shared_table: Option<&str>) -> Subgraph {
         let patch = w.first();
         let target = Target {
             weight: patch.weight.name,
@@ -56,7 +59,7 @@ impl Fit {
             bits: self.bits,
         };
         match &self.particles {
-            Particles::Scalar(d) => decode::emit(&target, d, self.granularity, names),
+            Particles::Scalar(d) => decode::emit(&target, d, self.granularity, names, shared_table),
             Particles::Scaled(grid) => scaled::emit(&target, grid, names),
             Particles::Vector(d) => vector::emit(&target, d, names),
         }
@@ -64,7 +67,13 @@ impl Fit {
 }
 
 /// Reads and decomposes one weight, or says why it cannot be.
-pub fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
+/// With `shared`, the weight is indexed into those codebooks (fitted jointly with
+/// other weights under `--share alike`) instead of codebooks of its own.
+pub fn fit(
+    w: &WeightPlan,
+    config: &Config,
+    shared: Option<&[Vec<f64>]>,
+) -> Result<Result<Fit, SkipReason>> {
     let patch = w.first();
     let name = patch.weight.name.to_string();
     let values = float_values(patch.weight.tensor, config.external_dir.as_deref())?;
@@ -95,6 +104,13 @@ pub fn fit(w: &WeightPlan, config: &Config) -> Result<Result<Fit, SkipReason>> {
             Ok(Lossless::Grid(grid, bits)) => (Particles::Scaled(grid), Granularity::Tensor, bits),
             Err(reason) => return Ok(Err(reason)),
         }
+    } else if let Some(codebooks) = shared {
+        let granularity = w.granularity(config);
+        (
+            Particles::Scalar(assign(&matrix, granularity, codebooks)),
+            granularity,
+            config.bits,
+        )
     } else {
         let granularity = w.granularity(config);
         let d = decompose_with_outliers(&matrix, granularity, config.bits, config.outliers);

@@ -22,12 +22,25 @@ pub struct Report {
     pub bits_per_weight: f64,
     /// One entry per rewritten weight.
     pub tensors: Vec<TensorReport>,
+    /// Weights reading one shared codebook (`--share alike`).
+    pub groups: Vec<GroupReport>,
     /// Nodes left alone and why.
     pub skipped: Vec<Skipped>,
     /// The proof in tract, if it ran.
     pub validation: Option<Validation>,
     /// Wall time of the rewrite (and the proof, once it ran), in seconds.
     pub seconds: f64,
+}
+
+/// Weights that read one joint codebook.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GroupReport {
+    /// The weights; the first stores the table.
+    pub members: Vec<String>,
+    /// Encoded bytes of the shared codebook table (stored once).
+    pub codebook_bytes: usize,
+    /// Extra squared error of the joint codebooks over each member's own, a fraction.
+    pub extra_error: f64,
 }
 
 /// How a tensor's codebooks were fitted.

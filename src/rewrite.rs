@@ -1,7 +1,7 @@
 //! The driver: plans, decomposes every selected weight (in parallel), emits its decode
 //! subgraph and is the only code that mutates the model.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -9,7 +9,7 @@ use prost::Message;
 use rayon::prelude::*;
 
 use crate::builder::{attr_ints, node};
-use crate::config::Config;
+use crate::config::{Config, Share};
 use crate::error::Result;
 use crate::fit::{Fit, Particles, fit};
 use crate::forms::Subgraph;
@@ -17,8 +17,8 @@ use crate::graph::{Constant, ConstantSource, Graph, GraphStep, Names};
 use crate::onnx::external_bytes;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::plan::{Plan, Skipped, WeightPlan, node_label, plan};
-use crate::relation::relate;
-use crate::report::{KmeansMethod, Report, TensorReport};
+use crate::relation::{alike_groups, relate};
+use crate::report::{GroupReport, KmeansMethod, Report, TensorReport};
 use crate::rules::SkipReason;
 
 /// A rewritten model and what the rewrite did.
@@ -37,7 +37,18 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     let start = Instant::now();
     let graph = Graph::new(model)?;
     let mut plan = plan(&graph, config);
-    relate(&mut plan, config, config.share)?;
+    let mut relations = relate(&mut plan, config, config.share != Share::None)?;
+    let groups = match config.share {
+        Share::Alike(tolerance) => alike_groups(&plan, config, tolerance, &mut relations)?,
+        _ => Vec::new(),
+    };
+    // For every weight in an alike group: its group, and whether it stores the table.
+    let mut group_of: HashMap<usize, usize> = HashMap::new();
+    for (g, group) in groups.iter().enumerate() {
+        group_of.extend(group.members.iter().map(|&m| (m, g)));
+    }
+    let mut shared_tables: Vec<Option<String>> = vec![None; groups.len()];
+    let mut shared_reports = Vec::new();
     let Plan {
         weights,
         mut skipped,
@@ -54,11 +65,17 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} weights, {elapsed}")
             .unwrap_or(ProgressStyle::default_bar()),
     );
+    let mut offset = 0;
     for chunk in memory_bounded_chunks(&weights) {
-        let fits: Vec<Result<Result<Fit, SkipReason>>> =
-            chunk.par_iter().map(|w| fit(w, config)).collect();
-        for (w, fit) in chunk.iter().zip(fits) {
+        let shared = |i: usize| group_of.get(&i).map(|&g| groups[g].codebooks.as_slice());
+        let fits: Vec<Result<Result<Fit, SkipReason>>> = chunk
+            .par_iter()
+            .enumerate()
+            .map(|(k, w)| fit(w, config, shared(offset + k)))
+            .collect();
+        for (k, (w, fit)) in chunk.iter().zip(fits).enumerate() {
             progress.inc(1);
+            let group = group_of.get(&(offset + k)).copied();
             let fit = match fit? {
                 Ok(fit) => fit,
                 Err(reason) => {
@@ -69,11 +86,31 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
                     continue;
                 }
             };
-            let mut subgraph = fit.emit(w, &mut names);
+            let table = group.and_then(|g| shared_tables[g].clone());
+            let mut subgraph = fit.emit(w, &mut names, table.as_deref());
+            if let Some(g) = group
+                && shared_tables[g].is_none()
+            {
+                shared_tables[g] = subgraph.table.clone();
+                let stored = subgraph
+                    .initializers
+                    .iter()
+                    .find(|t| Some(t.name()) == subgraph.table.as_deref());
+                shared_reports.push(GroupReport {
+                    members: groups[g]
+                        .members
+                        .iter()
+                        .map(|&m| weights[m].first().weight.name.to_string())
+                        .collect(),
+                    codebook_bytes: stored.map_or(0, Message::encoded_len),
+                    extra_error: groups[g].extra_error,
+                });
+            }
             let tie_outputs = tie_outputs(w, &mut subgraph, &mut names);
             tensors.push(tensor_report(&graph, w, &fit, &subgraph));
             edits.add(&graph, w, subgraph, &tie_outputs);
         }
+        offset += chunk.len();
     }
     progress.finish_and_clear();
     let mut rewritten = model.clone();
@@ -83,6 +120,7 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
         output_bytes: rewritten.encoded_len() + external_bytes(&rewritten) as usize,
         bits_per_weight: bits_per_weight(&tensors),
         tensors,
+        groups: shared_reports,
         skipped,
         validation: None,
         seconds: start.elapsed().as_secs_f64(),

@@ -17,7 +17,7 @@ use tract_onnx::prelude::*;
 /// A model with no inputs whose one output is the decoded weight.
 fn decode_model(target: &Target, d: &Decomposition, g: Granularity, opset: i64) -> ModelProto {
     model_of(
-        emit(target, d, g, &mut Names::default()),
+        emit(target, d, g, &mut Names::default(), None),
         target.float_type,
         opset,
     )
@@ -344,7 +344,13 @@ fn generated_names_derive_from_the_weight_and_avoid_taken_names() {
     };
     let mut names = Names::default();
     names.fresh("layer/w.particles");
-    let sub = emit(&target, &decomposition, Granularity::Tensor, &mut names);
+    let sub = emit(
+        &target,
+        &decomposition,
+        Granularity::Tensor,
+        &mut names,
+        None,
+    );
     let initializers: Vec<&str> = sub.initializers.iter().map(|t| t.name()).collect();
     assert!(initializers.contains(&"layer/w.index"));
     assert!(initializers.contains(&"layer/w.particles.1"));

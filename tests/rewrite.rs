@@ -6,7 +6,7 @@
 use sora_onnx::builder::{
     Dim, ModelBuilder, attr_float, attr_int, attr_ints, float_matrix, pseudo_random,
 };
-use sora_onnx::config::{CodebookType, GranularityChoice};
+use sora_onnx::config::{CodebookType, GranularityChoice, Share};
 use sora_onnx::dump::dump;
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::proto::tensor_proto::DataType;
@@ -533,8 +533,63 @@ fn identical_and_transposed_weights_share_one_decoding() {
     insta::assert_snapshot!(dump(&out.model));
     // Sharing off: three decodings.
     let separate = Config {
-        share: false,
+        share: Share::None,
         ..config(4, Granularity::Channel)
     };
     assert_eq!(rewrite(&model, &separate).unwrap().report.tensors.len(), 3);
+}
+
+#[test]
+fn alike_weights_read_one_shared_codebook() {
+    // w1 and w2 draw from the same 8 values per column; w3 is on another scale.
+    let column_values = |seed| few_values(32, 8, 8, seed);
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 32]);
+    b.initializer(float_tensor(
+        "w1",
+        &[32, 8],
+        FloatType::F32,
+        &column_values(23),
+    ));
+    b.initializer(float_tensor(
+        "w2",
+        &[32, 8],
+        FloatType::F32,
+        &column_values(24),
+    ));
+    let far: Vec<f64> = column_values(25).iter().map(|v| v * 100.0).collect();
+    b.initializer(float_tensor("w3", &[32, 8], FloatType::F32, &far));
+    for (w, y) in [("w1", "y1"), ("w2", "y2"), ("w3", "y3")] {
+        b.node("MatMul", &["x", w], &[y]);
+        b.output_f32(y);
+    }
+    let model = b.build();
+    let alike = Config {
+        share: Share::Alike(0.05),
+        ..config(3, Granularity::Channel)
+    };
+    let out = rewrite(&model, &alike).unwrap();
+    assert_eq!(out.report.groups.len(), 1);
+    let group = &out.report.groups[0];
+    assert_eq!(group.members, vec!["w1", "w2"]);
+    assert_eq!(group.extra_error, 0.0);
+    let g = out.model.graph.as_ref().unwrap();
+    let tables: Vec<&str> = g
+        .initializer
+        .iter()
+        .map(|t| t.name())
+        .filter(|n| n.ends_with(".particles"))
+        .collect();
+    assert_eq!(tables, vec!["w1.particles", "w3.particles"]);
+    let proof = prove(&model, &out);
+    for o in &proof.outputs {
+        assert_eq!(o.max_abs, 0.0, "{o:?}");
+    }
+    insta::assert_snapshot!(
+        dump(&out.model)
+            .lines()
+            .filter(|l| l.contains("w2."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -28,7 +28,7 @@
 //! sums whole words. Every op is in the default domain and valid from opset
 //! [`MIN_OPSET`].
 
-use super::{Emitter, Subgraph, Target, particles, reshape, unpacked_index};
+use super::{Emitter, Subgraph, Target, cast_table, reshape, unpacked_index};
 use crate::builder::attr_int;
 use crate::graph::Names;
 use crate::onnx::tensor::float_tensor;
@@ -38,12 +38,15 @@ use crate::particles::{Decomposition, Granularity, Matrix};
 pub const MIN_OPSET: i64 = 11;
 
 /// Writes the decode subgraph rebuilding `target` from `decomposition` at
-/// `granularity`, valid in a model of opset >= [`MIN_OPSET`].
+/// `granularity`, valid in a model of opset >= [`MIN_OPSET`]. With `shared_table`, the
+/// particles are read from that initializer (stored by another weight of an alike
+/// group, with the same codebooks) instead of stored again.
 pub fn emit(
     target: &Target,
     decomposition: &Decomposition,
     granularity: Granularity,
     names: &mut Names,
+    shared_table: Option<&str>,
 ) -> Subgraph {
     let [rows, cols] = target.shape;
     let mut e = Emitter::new(target.weight, names);
@@ -81,11 +84,21 @@ pub fn emit(
                 (vec![blocks * k, cols], values, Some(0))
             }
         };
-    let particles = particles(
+    let stored = match shared_table {
+        Some(_) => None,
+        None => {
+            let ty = target.stored_type;
+            Some(e.constant("particles", |n| float_tensor(n, &dims, ty, &values)))
+        }
+    };
+    let table = stored
+        .as_deref()
+        .or(shared_table)
+        .expect("a table is stored or shared");
+    let particles = cast_table(
         &mut e,
+        table,
         "particles",
-        &dims,
-        &values,
         target.stored_type,
         target.float_type,
     );
@@ -137,5 +150,8 @@ pub fn emit(
     if target.dims.len() != 2 || !outliers.is_empty() {
         decoded = reshape(&mut e, &decoded, target.dims);
     }
-    e.finish(decoded)
+    Subgraph {
+        table: stored,
+        ..e.finish(decoded)
+    }
 }

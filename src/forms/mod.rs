@@ -42,6 +42,9 @@ pub struct Subgraph {
     pub initializers: Vec<TensorProto>,
     /// Name of the value computed: the decoded weight.
     pub output: String,
+    /// The particle table initializer this subgraph stored, which other weights of an
+    /// alike group read instead of storing their own.
+    pub table: Option<String>,
 }
 
 /// Emits nodes and initializers with fresh names derived from the weight's name.
@@ -112,11 +115,23 @@ pub(crate) fn particles(
     weight: FloatType,
 ) -> String {
     let table = e.constant(suffix, |n| float_tensor(n, dims, stored, values));
+    cast_table(e, &table, suffix, stored, weight)
+}
+
+/// The particle table `table` (stored as `stored`) in the weight's type: itself, or a
+/// Cast of it.
+pub(crate) fn cast_table(
+    e: &mut Emitter,
+    table: &str,
+    suffix: &str,
+    stored: FloatType,
+    weight: FloatType,
+) -> String {
     if stored == weight {
-        return table;
+        return table.to_string();
     }
     let to = vec![attr_int("to", weight.data_type() as i64)];
-    e.op("Cast", &[&table], &format!("{suffix}.cast"), to)
+    e.op("Cast", &[table], &format!("{suffix}.cast"), to)
 }
 
 /// Reshapes the decoded value to the weight's own dims.

@@ -227,6 +227,29 @@ pub fn decompose(matrix: &Matrix, granularity: Granularity, bits: u32) -> Decomp
     fit_codebooks(matrix, granularity, bits, &[])
 }
 
+/// Indexes `matrix` into the given `codebooks` (each ascending, numbered as
+/// [`Matrix::codebook_of`]): every weight gets its codebook's nearest particle. Used
+/// when several weights share codebooks fitted on all of them.
+pub fn assign(matrix: &Matrix, granularity: Granularity, codebooks: &[Vec<f64>]) -> Decomposition {
+    let index = matrix
+        .values
+        .iter()
+        .enumerate()
+        .map(|(pos, &v)| {
+            let book = &codebooks[matrix.codebook_of(pos, granularity)];
+            let above = book.partition_point(|&p| p < v).min(book.len() - 1);
+            let nearer_below = above > 0 && v - book[above - 1] <= book[above] - v;
+            (if nearer_below { above - 1 } else { above }) as u8
+        })
+        .collect();
+    Decomposition {
+        codebooks: codebooks.to_vec(),
+        index,
+        sse_bound: 0.0,
+        outliers: Vec::new(),
+    }
+}
+
 /// Like [`decompose`], but the `fraction` of weights the codebooks serve worst keep
 /// their exact value: after a first fit, those weights are set aside as outliers and
 /// the codebooks are fitted again on the others.
@@ -415,6 +438,19 @@ mod tests {
         let decoded = d.decoded(&m, Granularity::Tensor, |x| x);
         assert_eq!(decoded[1], 0.1);
         assert!((decoded[3] - 0.025).abs() < 1e-12);
+    }
+
+    #[test]
+    fn assignment_picks_the_nearest_particle() {
+        let values = [0.1, 0.6, 2.9, -4.0];
+        let m = Matrix {
+            values: &values,
+            rows: 2,
+            cols: 2,
+            channel_axis: 1,
+        };
+        let d = assign(&m, Granularity::Tensor, &[vec![0.0, 1.0, 3.0]]);
+        assert_eq!(d.index, vec![0, 1, 2, 0]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use prost::Message;
 
-use crate::config::Config;
+use crate::config::{Config, Share};
 use crate::error::Result;
 use crate::graph::Graph;
 use crate::onnx::proto::ModelProto;
@@ -11,7 +11,7 @@ use crate::onnx::tensor::FloatType;
 use crate::particles::Matrix;
 use crate::particles::pack::packed_len;
 use crate::plan::{Skipped, node_label, plan};
-use crate::relation::{RelationGraph, relate};
+use crate::relation::{RelationGraph, alike_groups, relate};
 
 /// A weight the rewrite would decompose.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -48,12 +48,17 @@ pub struct Inspection {
     pub estimated_model_bytes: usize,
 }
 
-/// The relation graph of the weights `config` would rewrite (values are read).
+/// The relation graph of the weights `config` would rewrite (values are read):
+/// identical and transposed pairs, and under `--share alike` the measured alike groups.
 pub fn relations(model: &ModelProto, config: &Config) -> Result<RelationGraph> {
     config.validate()?;
     let graph = Graph::new(model)?;
     let mut plan = plan(&graph, config);
-    relate(&mut plan, config, false)
+    let mut relations = relate(&mut plan, config, config.share != Share::None)?;
+    if let Share::Alike(tolerance) = config.share {
+        alike_groups(&plan, config, tolerance, &mut relations)?;
+    }
+    Ok(relations)
 }
 
 /// Plans the rewrite of `model` under `config` and estimates its size.

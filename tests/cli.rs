@@ -290,3 +290,28 @@ fn external_data_is_read_and_written_next_to_the_output() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["outputs"][0]["max_abs"], 0.0);
 }
+
+#[test]
+fn inspect_prints_the_relation_graph() {
+    use sora_onnx::builder::float_matrix;
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[1, 64]);
+    b.initializer(float_matrix("w1", 64, 64, 5));
+    b.initializer(float_matrix("w2", 64, 64, 5));
+    b.node("MatMul", &["x", "w1"], &["a"]);
+    b.node("MatMul", &["x", "w2"], &["b"]);
+    b.output_f32("a");
+    b.output_f32("b");
+    let model = dir.path().join("m.onnx");
+    std::fs::write(&model, b.build().encode_to_vec()).unwrap();
+    let out = sora(&["inspect", path(&model), "--relations", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["edges"],
+        serde_json::json!([{"a": "w1", "b": "w2", "relation": "identical"}])
+    );
+    let out = sora(&["inspect", path(&model), "--relations", "dot"]);
+    assert!(text(&out.stdout).contains("n0 -- n1 [label=\"identical\"]"));
+}

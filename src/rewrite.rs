@@ -42,7 +42,8 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
         Share::Alike(tolerance) => alike_groups(&plan, config, tolerance, &mut relations)?,
         _ => Vec::new(),
     };
-    // For every weight in an alike group: its group, and whether it stores the table.
+    // The alike group of every grouped weight; its first member to be emitted stores
+    // the shared table, the others read it.
     let mut group_of: HashMap<usize, usize> = HashMap::new();
     for (g, group) in groups.iter().enumerate() {
         group_of.extend(group.members.iter().map(|&m| (m, g)));
@@ -79,7 +80,11 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
             let fit = match fit? {
                 Ok(fit) => fit,
                 Err(reason) => {
-                    skipped.extend(w.patches.iter().map(|p| Skipped {
+                    let readers = w
+                        .patches
+                        .iter()
+                        .chain(w.ties.iter().flat_map(|t| &t.patches));
+                    skipped.extend(readers.map(|p| Skipped {
                         node: node_label(&graph, p.node),
                         reason: reason.to_string(),
                     }));

@@ -170,18 +170,36 @@ pub fn relate(plan: &mut Plan, config: &Config, share: bool) -> Result<RelationG
             })
         })
         .collect();
+    // Only weights whose shape (or its transpose) another weight of the same scope and
+    // type also has can be related: the others are never read here.
+    let shape_key = |w: &WeightPlan| {
+        let t = w.first().weight;
+        let mut dims = t.tensor.dims.clone();
+        if dims.len() == 2 {
+            dims.sort_unstable();
+        }
+        (t.scope, t.tensor.data_type(), dims)
+    };
+    let mut shapes: HashMap<_, usize> = HashMap::new();
+    for w in &plan.weights {
+        *shapes.entry(shape_key(w)).or_default() += 1;
+    }
     // Weights by (scope, type, hash), for candidates; values are read one weight at a
     // time and kept only for weights that have a partner candidate.
     let mut by_hash: HashMap<(usize, i32, u64), Vec<usize>> = HashMap::new();
-    let mut hashes: Vec<(u64, Option<u64>)> = Vec::with_capacity(plan.weights.len());
+    let mut hashes: Vec<Option<(u64, Option<u64>)>> = Vec::with_capacity(plan.weights.len());
     for (i, w) in plan.weights.iter().enumerate() {
+        if shapes[&shape_key(w)] < 2 {
+            hashes.push(None);
+            continue;
+        }
         let weight = w.first().weight;
         let f = fingerprint(&weight, config)?;
         by_hash
             .entry((weight.scope, weight.tensor.data_type(), f.hash))
             .or_default()
             .push(i);
-        hashes.push((f.hash, f.transposed_hash));
+        hashes.push(Some((f.hash, f.transposed_hash)));
     }
     let key = |i: usize, hash: u64| {
         let weight = plan.weights[i].first().weight;
@@ -193,7 +211,9 @@ pub fn relate(plan: &mut Plan, config: &Config, share: bool) -> Result<RelationG
         if target[i].is_some() {
             continue;
         }
-        let (hash, transposed_hash) = hashes[i];
+        let Some((hash, transposed_hash)) = hashes[i] else {
+            continue;
+        };
         let mut candidates: Vec<(usize, bool)> = Vec::new();
         if let Some(same) = by_hash.get(&key(i, hash)) {
             candidates.extend(same.iter().filter(|&&j| j > i).map(|&j| (j, false)));

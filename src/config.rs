@@ -1,5 +1,6 @@
 //! What the pass does, as chosen by the user.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -42,6 +43,24 @@ pub struct Config {
     pub progress: bool,
     /// Which related weights share particles.
     pub share: Share,
+    /// Bits and granularity for individual weights, by weight name (the allocator's
+    /// choice under `--target-bits`); other weights follow `bits` and `granularity`.
+    pub settings: HashMap<String, Setting>,
+    /// With calibration statistics, add `mean(x) . (W - W_hat)` to the bias after each
+    /// rewritten MatMul/Gemm, so the output's mean error is zero on the calibration set.
+    pub bias_correction: bool,
+    /// With calibration statistics, choose indices by error-compensating rounding
+    /// (GPTQ-style, with `H = X^T X`) instead of nearest particles.
+    pub compensate: bool,
+}
+
+/// The particle settings of one weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Setting {
+    /// Bits per particle index.
+    pub bits: u32,
+    /// Codebook granularity.
+    pub granularity: Granularity,
 }
 
 /// Which related weights share particles (see [`crate::relation`]).
@@ -105,6 +124,9 @@ impl Default for Config {
             external_dir: None,
             progress: false,
             share: Share::Identical,
+            settings: HashMap::new(),
+            bias_correction: false,
+            compensate: false,
         }
     }
 }
@@ -155,6 +177,26 @@ impl Config {
                     "--dim and --stages use one codebook per tensor and stage; they do not combine with --lossless, --outliers or --granularity channel/block".into(),
                 ));
             }
+        }
+        if !self.settings.is_empty()
+            && (self.uses_vectors()
+                || self.lossless
+                || self.outliers > 0.0
+                || matches!(self.share, Share::Alike(_)))
+        {
+            return Err(Error::Config(
+                "per-weight bits (--target-bits, --auto, presets) take scalar codebooks without --lossless, --outliers or --share alike".into(),
+            ));
+        }
+        if let Some((name, s)) = self
+            .settings
+            .iter()
+            .find(|(_, s)| !(1..=8).contains(&s.bits))
+        {
+            return Err(Error::Config(format!(
+                "weight '{name}': {} bits is outside 1..=8",
+                s.bits
+            )));
         }
         let known: Vec<&str> = RULES.iter().map(|(op, _)| *op).collect();
         if let Some(op) = self.ops.iter().find(|op| !known.contains(&op.as_str())) {

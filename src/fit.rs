@@ -2,7 +2,7 @@
 //! for (bits, granularity, lossless, outliers, vectors and stages), decompose, and
 //! emit the matching form. Called by the driver for every planned weight, in parallel.
 
-use crate::config::{Config, GranularityChoice};
+use crate::config::{Config, GranularityChoice, Setting};
 use crate::error::Result;
 use crate::forms::{Subgraph, Target, decode, scaled, vector};
 use crate::graph::Names;
@@ -45,6 +45,17 @@ pub struct Fit {
 }
 
 impl Fit {
+    /// The weight as the stored particles rebuild it, in the weight's own `float_type`
+    /// (`matrix` is the view the particles were fitted on).
+    pub fn decoded(&self, matrix: &Matrix, float_type: FloatType) -> Vec<f64> {
+        let round = |v: f64| float_type.round(self.codebook_type.round(v));
+        match &self.particles {
+            Particles::Scalar(d) => d.decoded(matrix, self.granularity, round),
+            Particles::Vector(d) => d.decoded(matrix, round),
+            Particles::Scaled(g) => g.decoded(matrix, |v| float_type.round(v)),
+        }
+    }
+
     /// The decode subgraph for the weight planned as `w`; with `shared_table`, its
     /// scalar codebooks are read from that initializer instead of stored again.
     pub fn emit(&self, w: &WeightPlan, names: &mut Names, shared_table: Option<&str>) -> Subgraph {
@@ -74,47 +85,62 @@ pub fn fit(
     config: &Config,
     shared: Option<&[Vec<f64>]>,
 ) -> Result<Result<Fit, SkipReason>> {
+    let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
+    Ok(fit_values(w, &values, config, shared))
+}
+
+/// The matrix view of a planned weight's `values`.
+pub fn matrix<'a>(w: &WeightPlan, values: &'a [f64]) -> Matrix<'a> {
     let patch = w.first();
-    let name = patch.weight.name.to_string();
-    let values = float_values(patch.weight.tensor, config.external_dir.as_deref())?;
-    if values.iter().any(|v| !v.is_finite()) {
-        return Ok(Err(SkipReason::NonFinite(name)));
-    }
     let [rows, cols] = patch.shape;
-    let matrix = Matrix {
-        values: &values,
+    Matrix {
+        values,
         rows,
         cols,
         channel_axis: patch.channel_axis,
-    };
+    }
+}
+
+/// Decomposes one weight whose `values` were read already (see [`fit`]).
+pub fn fit_values(
+    w: &WeightPlan,
+    values: &[f64],
+    config: &Config,
+    shared: Option<&[Vec<f64>]>,
+) -> Result<Fit, SkipReason> {
+    let patch = w.first();
+    let name = patch.weight.name.to_string();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(SkipReason::NonFinite(name));
+    }
+    let matrix = matrix(w, values);
+    let setting = w.setting(config);
     let (particles, granularity, bits) = if config.uses_vectors() {
         let inputs = matrix.channels_and_inputs().1;
         if !inputs.is_multiple_of(config.dim) {
-            return Ok(Err(SkipReason::NotDivisible(name, inputs, config.dim)));
+            return Err(SkipReason::NotDivisible(name, inputs, config.dim));
         }
         let d = decompose_vectors(&matrix, config.dim, config.bits, config.stages, 0);
         (Particles::Vector(d), Granularity::Tensor, config.bits)
     } else if config.lossless {
-        match lossless(&matrix, w, config) {
-            Ok(Lossless::Codebooks(granularity, bits)) => (
+        match lossless(&matrix, w, config)? {
+            Lossless::Codebooks(granularity, bits) => (
                 Particles::Scalar(decompose(&matrix, granularity, bits)),
                 granularity,
                 bits,
             ),
-            Ok(Lossless::Grid(grid, bits)) => (Particles::Scaled(grid), Granularity::Tensor, bits),
-            Err(reason) => return Ok(Err(reason)),
+            Lossless::Grid(grid, bits) => (Particles::Scaled(grid), Granularity::Tensor, bits),
         }
     } else if let Some(codebooks) = shared {
-        let granularity = w.granularity(config);
         (
-            Particles::Scalar(assign(&matrix, granularity, codebooks)),
-            granularity,
-            config.bits,
+            Particles::Scalar(assign(&matrix, setting.granularity, codebooks)),
+            setting.granularity,
+            setting.bits,
         )
     } else {
-        let granularity = w.granularity(config);
-        let d = decompose_with_outliers(&matrix, granularity, config.bits, config.outliers);
-        (Particles::Scalar(d), granularity, config.bits)
+        let Setting { bits, granularity } = setting;
+        let d = decompose_with_outliers(&matrix, granularity, bits, config.outliers);
+        (Particles::Scalar(d), granularity, bits)
     };
     let tables: Vec<Vec<f64>> = match &particles {
         Particles::Scalar(d) => d.codebooks.clone(),
@@ -138,14 +164,14 @@ pub fn fit(
         Particles::Scaled(g) => squared_error(g.decoded(&matrix, |v| patch.float_type.round(v))),
     };
     let signal = values.iter().map(|a| a * a).sum();
-    Ok(Ok(Fit {
+    Ok(Fit {
         particles,
         bits,
         granularity,
         codebook_type,
         sse,
         signal,
-    }))
+    })
 }
 
 /// How a weight is stored exactly under `--lossless`.

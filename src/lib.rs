@@ -15,7 +15,10 @@
 //! # Ok::<(), sora_onnx::Error>(())
 //! ```
 
+pub mod allocate;
+pub mod bias;
 pub mod builder;
+pub mod calibration;
 pub mod config;
 pub mod dump;
 pub mod error;
@@ -26,12 +29,16 @@ pub mod inspect;
 pub mod onnx;
 pub mod particles;
 pub mod plan;
+pub mod probe;
 pub mod prove;
 pub mod relation;
 pub mod report;
 pub mod rewrite;
 pub mod rng;
 pub mod rules;
+pub mod sensitivity;
+pub mod stats;
+pub mod tune;
 
 pub use config::{Config, Selection};
 pub use error::{Error, Result};

@@ -9,13 +9,17 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sora_onnx::calibration::{Calibration, CalibrationSource};
 use sora_onnx::config::{CodebookType, GranularityChoice, Share};
 use sora_onnx::inspect::relations;
 use sora_onnx::onnx::external::model_dir;
+use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::{DataPlacement, load_model, save_model_with_data, write_atomic};
 use sora_onnx::particles::Granularity;
 use sora_onnx::prove::{EXTERNAL_LIMIT, load_for_proof};
-use sora_onnx::{Config, ProofConfig, Selection};
+use sora_onnx::rewrite::rewrite_calibrated;
+use sora_onnx::tune::{calibrate, rewrite_to_bits, smallest_passing};
+use sora_onnx::{Config, ProofConfig, Rewritten, Selection, Validation};
 
 /// Like `print!`, but a closed stdout (`sora-onnx inspect m.onnx | head`) is not an
 /// error: the output is simply dropped.
@@ -63,6 +67,8 @@ struct RewriteArgs {
     output: PathBuf,
     #[command(flatten)]
     particles: ParticleArgs,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
     #[command(flatten)]
     proof: ProofArgs,
     /// Skip the proof in tract.
@@ -135,6 +141,45 @@ struct ParticleArgs {
     /// Never rewrite nodes whose name or weight name matches one of these globs.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+}
+
+#[derive(Args)]
+struct CalibrationArgs {
+    /// Calibration inputs: an .npz with one array per model input, named after it,
+    /// with one more axis in front (x[s] is sample s). Enables bias correction.
+    #[arg(long, value_name = "FILE.npz", conflicts_with = "calibration_random")]
+    calibration: Option<PathBuf>,
+    /// Draw N seeded random calibration samples (like the proof's inputs) instead.
+    #[arg(long, value_name = "N")]
+    calibration_random: Option<usize>,
+    /// Average bits per rewritten weight, every stored byte counted: bits (1-8) and
+    /// granularity are chosen per weight from its measured output sensitivity.
+    #[arg(long, value_name = "B")]
+    target_bits: Option<f64>,
+    /// With --max-rel-error: find the smallest allocation whose proof passes it.
+    #[arg(long, requires = "max_rel_error", conflicts_with = "target_bits")]
+    auto: bool,
+    /// Calibration samples the sensitivity of each weight is measured on (the first
+    /// ones; statistics use all of them).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    sensitivity_samples: usize,
+    /// With calibration: do not fold mean(x).(W - W_hat) into the following bias.
+    #[arg(long)]
+    no_bias_correction: bool,
+    /// With calibration: error-compensating rounding (GPTQ-style, H = X^T X).
+    #[arg(long)]
+    compensate: bool,
+    /// Named settings: quality = --target-bits 4 with bias correction; small =
+    /// --target-bits 3 with bias correction and --compensate. Without calibration
+    /// flags, 16 random samples are drawn (real samples do better).
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Preset {
+    Quality,
+    Small,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -249,7 +294,63 @@ impl ParticleArgs {
             },
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
+            settings: HashMap::new(),
+            bias_correction: false,
+            compensate: false,
         })
+    }
+}
+
+/// What the calibration flags ask for.
+struct Tuning {
+    source: CalibrationSource,
+    sensitivity_samples: usize,
+    target_bits: Option<f64>,
+    auto: bool,
+}
+
+impl CalibrationArgs {
+    /// Applies the preset and switches to `config`; `None` without calibration.
+    fn apply(&self, config: &mut Config, quiet: bool) -> Result<Option<Tuning>> {
+        let (preset_bits, preset_compensate) = match self.preset {
+            Some(Preset::Quality) => (Some(4.0), false),
+            Some(Preset::Small) => (Some(3.0), true),
+            None => (None, false),
+        };
+        let source = match (&self.calibration, self.calibration_random) {
+            (Some(path), _) => Some(CalibrationSource::Npz(path.clone())),
+            (None, Some(n)) => Some(CalibrationSource::Random(n)),
+            (None, None) if self.preset.is_some() => {
+                if !quiet {
+                    eprintln!(
+                        "note: --preset without --calibration: using 16 random samples (--calibration-random 16)"
+                    );
+                }
+                Some(CalibrationSource::Random(16))
+            }
+            (None, None) => None,
+        };
+        let Some(source) = source else {
+            if self.target_bits.is_some() || self.auto || self.compensate {
+                bail!(
+                    "--target-bits, --auto and --compensate need --calibration FILE.npz or --calibration-random N"
+                );
+            }
+            return Ok(None);
+        };
+        if let Some(bits) = self.target_bits
+            && !(1.0..=16.0).contains(&bits)
+        {
+            bail!("--target-bits must be in 1..=16, not {bits}");
+        }
+        config.bias_correction = !self.no_bias_correction;
+        config.compensate = self.compensate || preset_compensate;
+        Ok(Some(Tuning {
+            source,
+            sensitivity_samples: self.sensitivity_samples,
+            target_bits: self.target_bits.or(preset_bits).filter(|_| !self.auto),
+            auto: self.auto,
+        }))
     }
 }
 
@@ -260,6 +361,7 @@ impl ProofArgs {
             seed: self.seed,
             samples: self.samples,
             max_rel_error: self.max_rel_error,
+            calibration: None,
         }
     }
 }
@@ -310,16 +412,30 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
         );
     }
     let dir = model_dir(&args.input);
-    let config = Config {
+    let mut config = Config {
         progress: !args.quiet && std::io::stderr().is_terminal(),
         ..args.particles.config(&args.input)?
     };
+    let tuning = args.calibration.apply(&mut config, args.quiet)?;
     let model = load(&args.input)?;
-    let mut rewritten =
-        sora_onnx::rewrite(&model, &config).with_context(|| args.input.display().to_string())?;
+    let context = || args.input.display().to_string();
+    let (mut rewritten, proven) = match &tuning {
+        None => (
+            sora_onnx::rewrite(&model, &config).with_context(context)?,
+            None,
+        ),
+        Some(tuning) => {
+            let (rewritten, proof) = tuned(&model, &dir, &config, tuning, &args)?;
+            // A proof run by --auto on the model written stands as the proof.
+            (rewritten, proof)
+        }
+    };
     let report = &mut rewritten.report;
     let mut passed = true;
-    if report.tensors.is_empty() {
+    if let Some(proof) = proven {
+        passed = proof.passed;
+        report.validation = Some(proof);
+    } else if report.tensors.is_empty() {
         if !args.quiet {
             sayln!(
                 "nothing to rewrite in {}: writing an unchanged copy",
@@ -380,6 +496,58 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The calibrated rewrite: calibration, then a target size, an error bound, or the
+/// common bits with bias correction (and compensation). With `--auto`, also the proof
+/// of the model chosen.
+fn tuned(
+    model: &ModelProto,
+    dir: &Path,
+    config: &Config,
+    tuning: &Tuning,
+    args: &RewriteArgs,
+) -> Result<(Rewritten, Option<Validation>)> {
+    let context = || args.input.display().to_string();
+    let in_memory = load_for_proof(model, dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: calibration needs the model in memory, and it keeps more than {} GiB in external data",
+            args.input.display(),
+            EXTERNAL_LIMIT >> 30
+        )
+    })?;
+    let proof = args.proof.config();
+    let calibration =
+        Calibration::load(&in_memory, &tuning.source, &proof).with_context(context)?;
+    let samples = calibration.samples.len();
+    let curves = tuning.target_bits.is_some() || tuning.auto;
+    let sensitivity_samples = if curves {
+        tuning.sensitivity_samples
+    } else {
+        0
+    };
+    let calibrated =
+        calibrate(&in_memory, config, calibration, sensitivity_samples).with_context(context)?;
+    if !args.quiet {
+        sayln!(
+            "calibration: {samples} samples, {} model runs, {} weights measured",
+            calibrated.runs,
+            calibrated.curves.len()
+        );
+    }
+    if tuning.auto {
+        let (rewritten, validation, proofs) =
+            smallest_passing(&in_memory, config, &calibrated, &proof).with_context(context)?;
+        if !args.quiet {
+            sayln!("--auto: {proofs} proofs run");
+        }
+        return Ok((rewritten, Some(validation)));
+    }
+    let rewritten = match tuning.target_bits {
+        Some(bits) => rewrite_to_bits(&in_memory, config, &calibrated, bits),
+        None => rewrite_calibrated(&in_memory, config, Some(&calibrated.stats)),
+    };
+    Ok((rewritten.with_context(context)?, None))
 }
 
 fn inspect(args: InspectArgs) -> Result<ExitCode> {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::Config;
+use crate::config::{Config, Setting};
 use crate::forms::decode::MIN_OPSET;
 use crate::graph::{Constant, ConstantSource, Graph, NodeId, Use};
 use crate::particles::Granularity;
@@ -37,7 +37,20 @@ impl<'m> WeightPlan<'m> {
         &self.patches[0]
     }
 
-    /// The codebook granularity `config` gives this weight.
+    /// The bits and granularity `config` gives this weight: its own entry in
+    /// `config.settings`, else the common ones.
+    pub fn setting(&self, config: &Config) -> Setting {
+        match config.settings.get(self.first().weight.name) {
+            Some(&setting) => setting,
+            None => Setting {
+                bits: config.bits,
+                granularity: self.granularity(config),
+            },
+        }
+    }
+
+    /// The codebook granularity `config` gives this weight when it has no setting of
+    /// its own.
     pub fn granularity(&self, config: &Config) -> Granularity {
         let p = self.first();
         let particle_size = config

@@ -14,6 +14,7 @@ use std::path::Path;
 use prost::Message;
 use tract_onnx::prelude::*;
 
+use crate::calibration::Calibration;
 use crate::error::{Error, Result};
 use crate::graph::{Def, Graph, Use};
 use crate::onnx::proto::tensor_proto::DataType;
@@ -55,6 +56,8 @@ pub struct ProofConfig {
     pub samples: usize,
     /// Largest relative L2 error any output may have; `None` only reports.
     pub max_rel_error: Option<f64>,
+    /// Run on these samples instead of random inputs (`samples` and `seed` unused).
+    pub calibration: Option<Arc<Calibration>>,
 }
 
 impl Default for ProofConfig {
@@ -64,6 +67,7 @@ impl Default for ProofConfig {
             seed: 0,
             samples: 4,
             max_rel_error: None,
+            calibration: None,
         }
     }
 }
@@ -75,7 +79,7 @@ pub struct Validation {
     pub passed: bool,
     /// The bound checked, if any.
     pub max_rel_error: Option<f64>,
-    /// Number of random input sets run.
+    /// Number of input sets run (random or calibration samples).
     pub samples: usize,
     /// The shapes fed, by input name.
     pub input_shapes: Vec<(String, Vec<usize>)>,
@@ -121,8 +125,10 @@ pub fn validate(
     config: &ProofConfig,
 ) -> Result<Validation> {
     let inputs = input_specs(original, config)?;
-    let facts: Vec<(DatumType, Vec<usize>)> =
-        inputs.iter().map(|s| (s.datum, s.shape.clone())).collect();
+    let facts: Vec<(DatumType, Vec<usize>)> = match &config.calibration {
+        Some(c) => c.facts(),
+        None => inputs.iter().map(|s| (s.datum, s.shape.clone())).collect(),
+    };
     let a = Session::new(original, "original", &facts)?;
     let b = Session::new(rewritten, "rewritten", &facts)?;
     let names: Vec<String> = original
@@ -133,11 +139,18 @@ pub fn validate(
         .collect();
     let mut sums = vec![Sums::default(); names.len()];
     let mut rng = Rng::new(config.seed);
-    for _ in 0..config.samples.max(1) {
-        let feed: Vec<Tensor> = inputs
-            .iter()
-            .map(|spec| spec.sample(&mut rng))
-            .collect::<Result<_>>()?;
+    let samples = match &config.calibration {
+        Some(c) => c.samples.len(),
+        None => config.samples.max(1),
+    };
+    for s in 0..samples {
+        let feed: Vec<Tensor> = match &config.calibration {
+            Some(c) => c.samples[s].clone(),
+            None => inputs
+                .iter()
+                .map(|spec| spec.sample(&mut rng))
+                .collect::<Result<_>>()?,
+        };
         let out_a = a.run(&feed)?;
         let out_b = b.run(&feed)?;
         if out_a.len() != names.len() || out_b.len() != names.len() {
@@ -158,10 +171,11 @@ pub fn validate(
     Ok(Validation {
         passed,
         max_rel_error: config.max_rel_error,
-        samples: config.samples.max(1),
+        samples,
         input_shapes: inputs
             .iter()
-            .map(|s| (s.name.clone(), s.shape.clone()))
+            .zip(&facts)
+            .map(|(s, (_, shape))| (s.name.clone(), shape.clone()))
             .collect(),
         outputs,
     })
@@ -169,16 +183,19 @@ pub fn validate(
 
 /// How to draw values for one model input.
 #[derive(Clone, Debug)]
-struct InputSpec {
-    name: String,
-    datum: DatumType,
-    shape: Vec<usize>,
+pub(crate) struct InputSpec {
+    pub(crate) name: String,
+    pub(crate) datum: DatumType,
+    /// The shape fed: declared dims, symbolic ones bound by `--input-dim` (default 1).
+    pub(crate) shape: Vec<usize>,
+    /// The dims the model fixes (`None` for symbolic or missing ones).
+    pub(crate) declared: Vec<Option<usize>>,
     /// Values are drawn in `0..range` for integer inputs; `None` for floats.
     range: Option<i64>,
 }
 
 impl InputSpec {
-    fn sample(&self, rng: &mut Rng) -> Result<Tensor> {
+    pub(crate) fn sample(&self, rng: &mut Rng) -> Result<Tensor> {
         let n: usize = self.shape.iter().product();
         let range = self.range.unwrap_or(2);
         let ints = |rng: &mut Rng| -> Vec<i64> { (0..n).map(|_| rng.below(range)).collect() };
@@ -209,14 +226,14 @@ impl InputSpec {
 }
 
 /// Specs of the original model's real inputs (not initializers).
-fn input_specs(model: &ModelProto, config: &ProofConfig) -> Result<Vec<InputSpec>> {
+pub(crate) fn input_specs(model: &ModelProto, config: &ProofConfig) -> Result<Vec<InputSpec>> {
     let graph = Graph::new(model)?;
     let main = graph.scopes[0].graph;
     main.input
         .iter()
         .filter(|i| matches!(graph.resolve(0, i.name()), Some((0, Def::Input))))
         .map(|info| {
-            let (data_type, shape) = declared(info, config)?;
+            let (data_type, shape, fixed) = declared(info, config)?;
             let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
             if elements.is_none_or(|n| n > MAX_INPUT_ELEMENTS) {
                 return Err(Error::invalid(format!(
@@ -237,14 +254,18 @@ fn input_specs(model: &ModelProto, config: &ProofConfig) -> Result<Vec<InputSpec
                 name: info.name().to_string(),
                 datum,
                 shape,
+                declared: fixed,
                 range,
             })
         })
         .collect()
 }
 
-/// Element type and concrete shape of a declared input.
-fn declared(info: &ValueInfoProto, config: &ProofConfig) -> Result<(i32, Vec<usize>)> {
+/// Element type, concrete shape and fixed dims of a declared input.
+fn declared(
+    info: &ValueInfoProto,
+    config: &ProofConfig,
+) -> Result<(i32, Vec<usize>, Vec<Option<usize>>)> {
     let Some(TypeValue::TensorType(t)) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(Error::invalid(format!(
             "input '{}' is not a tensor",
@@ -256,15 +277,25 @@ fn declared(info: &ValueInfoProto, config: &ProofConfig) -> Result<(i32, Vec<usi
         .as_ref()
         .map(|s| s.dim.as_slice())
         .unwrap_or_default();
-    let shape = dims
+    let fixed: Vec<Option<usize>> = dims
         .iter()
         .map(|d| match &d.value {
-            Some(DimValue::DimValue(v)) if *v >= 0 => *v as usize,
-            Some(DimValue::DimParam(name)) => config.input_dims.get(name).copied().unwrap_or(1),
+            Some(DimValue::DimValue(v)) if *v >= 0 => Some(*v as usize),
+            _ => None,
+        })
+        .collect();
+    let shape = dims
+        .iter()
+        .zip(&fixed)
+        .map(|(d, fixed)| match (&d.value, fixed) {
+            (_, Some(v)) => *v,
+            (Some(DimValue::DimParam(name)), None) => {
+                config.input_dims.get(name).copied().unwrap_or(1)
+            }
             _ => 1,
         })
         .collect();
-    Ok((t.elem_type(), shape))
+    Ok((t.elem_type(), shape, fixed))
 }
 
 /// Size of the table a Gather reads with `input` as its indices, seen directly or
@@ -359,7 +390,11 @@ impl Session {
 
     /// Runs the model on one set of inputs.
     pub fn run(&self, feed: &[Tensor]) -> Result<TVec<TValue>> {
-        let inputs: TVec<TValue> = feed.iter().map(|t| t.clone().into()).collect();
+        self.run_values(feed.iter().map(|t| t.clone().into()).collect())
+    }
+
+    /// Runs the model on one set of input values (shared tensors are not copied).
+    pub fn run_values(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         self.plan.run(inputs).map_err(|e| Error::Tract {
             action: "run",
             model: self.which.clone(),

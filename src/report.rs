@@ -100,6 +100,13 @@ pub struct TensorReport {
     pub kmeans: KmeansMethod,
     /// Upper bound on `mse` minus the exact optimum's (0 when exact).
     pub mse_bound: f64,
+    /// Readers whose bias was corrected from calibration means.
+    pub bias_corrected: usize,
+    /// Measured output error with only this weight decomposed at its setting
+    /// (calibrated runs; see [`crate::sensitivity`]).
+    pub sensitivity: Option<f64>,
+    /// This weight's share of the summed sensitivities of all weights.
+    pub error_share: Option<f64>,
 }
 
 fn mib(bytes: usize) -> String {

@@ -8,18 +8,21 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use rayon::prelude::*;
 
+use crate::bias::{BiasFix, corrections};
 use crate::builder::{attr_ints, node};
 use crate::config::{Config, Share};
 use crate::error::Result;
-use crate::fit::{Fit, Particles, fit};
+use crate::fit::{Fit, Particles, fit_values, matrix};
 use crate::forms::Subgraph;
 use crate::graph::{Constant, ConstantSource, Graph, GraphStep, Names};
 use crate::onnx::external_bytes;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::onnx::tensor::{FloatType, float_tensor, float_values};
 use crate::plan::{Plan, Skipped, WeightPlan, node_label, plan};
 use crate::relation::{alike_groups, relate};
 use crate::report::{GroupReport, KmeansMethod, Report, TensorReport};
 use crate::rules::SkipReason;
+use crate::sensitivity::Stats;
 
 /// A rewritten model and what the rewrite did.
 #[derive(Clone, Debug)]
@@ -33,6 +36,17 @@ pub struct Rewritten {
 /// Decomposes every weight the rules select and replaces its readers' inputs by the
 /// decoded weight. The input model is not modified.
 pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
+    rewrite_calibrated(model, config, None)
+}
+
+/// [`rewrite`] with calibration statistics of the activations the weights multiply:
+/// with `config.bias_correction` each rewritten MatMul/Gemm gets its bias corrected
+/// (see [`crate::bias`]).
+pub fn rewrite_calibrated(
+    model: &ModelProto,
+    config: &Config,
+    stats: Option<&Stats>,
+) -> Result<Rewritten> {
     config.validate()?;
     let start = Instant::now();
     let graph = Graph::new(model)?;
@@ -69,15 +83,20 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     let mut offset = 0;
     for chunk in memory_bounded_chunks(&weights) {
         let shared = |i: usize| group_of.get(&i).map(|&g| groups[g].codebooks.as_slice());
-        let fits: Vec<Result<Result<Fit, SkipReason>>> = chunk
+        let fits: Vec<Result<ReadAndFit>> = chunk
             .par_iter()
             .enumerate()
-            .map(|(k, w)| fit(w, config, shared(offset + k)))
+            .map(|(k, w)| {
+                let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
+                let fit = fit_values(w, &values, config, shared(offset + k));
+                Ok((values, fit))
+            })
             .collect();
         for (k, (w, fit)) in chunk.iter().zip(fits).enumerate() {
             progress.inc(1);
             let group = group_of.get(&(offset + k)).copied();
-            let fit = match fit? {
+            let (values, fit) = fit?;
+            let fit = match fit {
                 Ok(fit) => fit,
                 Err(reason) => {
                     let readers = w
@@ -112,14 +131,23 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
                 });
             }
             let tie_outputs = tie_outputs(w, &mut subgraph, &mut names);
-            tensors.push(tensor_report(&graph, w, &fit, &subgraph));
+            let mut report = tensor_report(&graph, w, &fit, &subgraph);
+            if let Some(stats) = stats.filter(|_| config.bias_correction) {
+                let decoded = fit.decoded(&matrix(w, &values), w.first().float_type);
+                let fixes = corrections(&graph, w, &values, &decoded, stats, &mut names);
+                report.bytes_after += fixes.iter().map(BiasFix::stored_bytes).sum::<usize>();
+                report.bits_per_weight = 8.0 * report.bytes_after as f64 / report.elements as f64;
+                report.bias_corrected = fixes.len();
+                edits.bias_fixes.extend(fixes);
+            }
+            tensors.push(report);
             edits.add(&graph, w, subgraph, &tie_outputs);
         }
         offset += chunk.len();
     }
     progress.finish_and_clear();
     let mut rewritten = model.clone();
-    edits.apply(&mut rewritten);
+    edits.apply(&mut rewritten)?;
     let report = Report {
         input_bytes: model.encoded_len() + external_bytes(model) as usize,
         output_bytes: rewritten.encoded_len() + external_bytes(&rewritten) as usize,
@@ -135,6 +163,9 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
         report,
     })
 }
+
+/// A weight's values and its fit, or why it cannot be fitted.
+type ReadAndFit = (Vec<f64>, Result<Fit, SkipReason>);
 
 /// The value each tie's readers read: the decoded weight, or for a transposed tie a
 /// Transpose of it (appended to the subgraph).
@@ -195,16 +226,7 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
             .iter()
             .map(|t| constant_bytes(&t.weight))
             .sum::<usize>();
-    let bytes_after = subgraph
-        .initializers
-        .iter()
-        .map(Message::encoded_len)
-        .sum::<usize>()
-        + subgraph
-            .nodes
-            .iter()
-            .map(Message::encoded_len)
-            .sum::<usize>();
+    let bytes_after = subgraph.stored_bytes();
     let (codebooks, particles, outliers, dim, sse_bound) = match &fit.particles {
         Particles::Scalar(d) => (
             d.codebooks.len(),
@@ -256,6 +278,9 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
             _ => KmeansMethod::Exact,
         },
         mse_bound: sse_bound / elements as f64,
+        bias_corrected: 0,
+        sensitivity: None,
+        error_share: None,
     }
 }
 
@@ -288,6 +313,8 @@ struct Edits {
     scopes: Vec<(usize, ScopeEdits)>,
     /// (path of the node's graph, node position, input slot, new input name).
     rewires: Vec<(Vec<GraphStep>, usize, usize, String)>,
+    /// Bias corrections (main graph).
+    bias_fixes: Vec<BiasFix>,
     count: usize,
 }
 
@@ -344,9 +371,44 @@ impl Edits {
 
     /// Rewires first (node positions are still those of the index), then edits each
     /// graph, deepest first, so positions in paths stay valid.
-    fn apply(mut self, model: &mut ModelProto) {
+    fn apply(mut self, model: &mut ModelProto) -> Result<()> {
         for (path, node, slot, name) in &self.rewires {
             graph_at(model, path).node[*node].input[*slot] = name.clone();
+        }
+        for fix in std::mem::take(&mut self.bias_fixes) {
+            match fix {
+                BiasFix::Adjust { initializer, delta } => {
+                    let g = graph_at(model, &[]);
+                    let t = g
+                        .initializer
+                        .iter_mut()
+                        .find(|t| t.name() == initializer)
+                        .expect("the index found this bias");
+                    let ty = FloatType::from_data_type(t.data_type()).ok_or_else(|| {
+                        crate::Error::tensor(&initializer, "bias is not a float tensor")
+                    })?;
+                    let values: Vec<f64> = float_values(t, None)?
+                        .iter()
+                        .zip(&delta)
+                        .map(|(v, d)| v + d)
+                        .collect();
+                    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+                    *t = float_tensor(&initializer, &dims, ty, &values);
+                }
+                BiasFix::Insert {
+                    node,
+                    renamed,
+                    nodes,
+                    initializer,
+                } => {
+                    graph_at(model, &[]).node[node.index].output[0] = renamed;
+                    let order = self.count;
+                    self.count += 1;
+                    let edits = self.scope_at_main();
+                    edits.insertions.push((node.index + 1, order, false, nodes));
+                    edits.initializers.push(*initializer);
+                }
+            }
         }
         self.scopes
             .sort_by_key(|(_, e)| std::cmp::Reverse(e.path.len()));
@@ -364,6 +426,20 @@ impl Edits {
                 .retain(|v| !edits.removed_names.contains(v.name()));
             g.initializer.extend(edits.initializers);
         }
+        Ok(())
+    }
+
+    /// The edits of the main graph.
+    fn scope_at_main(&mut self) -> &mut ScopeEdits {
+        if !self.scopes.iter().any(|(s, _)| *s == 0) {
+            self.scopes.push((0, ScopeEdits::default()));
+        }
+        let at = self
+            .scopes
+            .iter()
+            .position(|(s, _)| *s == 0)
+            .expect("just added");
+        &mut self.scopes[at].1
     }
 }
 

@@ -6,6 +6,8 @@ pub mod decode;
 pub mod scaled;
 pub mod vector;
 
+use prost::Message;
+
 use crate::builder::{attr_int, node};
 use crate::graph::Names;
 use crate::onnx::proto::tensor_proto::DataType;
@@ -45,6 +47,17 @@ pub struct Subgraph {
     /// The particle table initializer this subgraph stored, which other weights of an
     /// alike group read instead of storing their own.
     pub table: Option<String>,
+}
+
+impl Subgraph {
+    /// Bytes the subgraph adds to the model file: its initializers and nodes, encoded.
+    pub fn stored_bytes(&self) -> usize {
+        self.initializers
+            .iter()
+            .map(Message::encoded_len)
+            .sum::<usize>()
+            + self.nodes.iter().map(Message::encoded_len).sum::<usize>()
+    }
 }
 
 /// Emits nodes and initializers with fresh names derived from the weight's name.

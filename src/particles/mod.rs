@@ -14,7 +14,7 @@ use rayon::prelude::*;
 pub use codebook::{Codebook, distinct_count, fit_codebook};
 
 /// How many weights share one codebook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Granularity {
     /// One codebook for the whole tensor.
     Tensor,

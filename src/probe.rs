@@ -1,0 +1,240 @@
+//! The probe: the original model in tract with its planned weights turned into model
+//! inputs and the activations those weights multiply exposed as extra outputs. One
+//! optimized model then serves every calibration run: the original weights, or one
+//! weight swapped for its decoding, fed per run.
+//!
+//! ```text
+//! original:  Y = MatMul(X, W)                    W: initializer
+//! probe:     Y = MatMul(X, W), outputs += [X]    W: model input, fed each run
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use crate::builder::value_info;
+use crate::calibration::Calibration;
+use crate::error::{Error, Result};
+use crate::graph::{ConstantSource, Graph};
+use crate::onnx::proto::ModelProto;
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::tensor::{FloatType, float_values};
+use crate::plan::WeightPlan;
+use crate::prove::Session;
+
+/// An activation whose statistics calibration gathers: a value name, and whether its
+/// features run along its first axis (Gemm with `transA = 1`) instead of its last.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ActivationKey {
+    /// The value's name.
+    pub name: String,
+    /// Whether features run along axis 0 of a matrix.
+    pub transposed: bool,
+}
+
+/// The activation a MatMul or Gemm node of the main graph multiplies its weight input
+/// (slot 1) by, if the patch is one.
+pub fn activation_of(graph: &Graph, w: &WeightPlan, patch: usize) -> Option<ActivationKey> {
+    let p = &w.patches[patch];
+    let node = graph.node(p.node);
+    let transposed = match node.op_type() {
+        "MatMul" => false,
+        "Gemm" => node
+            .attribute
+            .iter()
+            .any(|a| a.name() == "transA" && a.i() == 1),
+        _ => return None,
+    };
+    (p.node.scope == 0 && p.slot == 1).then(|| ActivationKey {
+        name: node.input[0].clone(),
+        transposed,
+    })
+}
+
+/// A planned weight fed as probe inputs: the weight and its ties.
+#[derive(Clone, Debug)]
+pub struct ProbedWeight {
+    /// Position of the weight in the plan.
+    pub plan_index: usize,
+    /// Probe input position of each member (weight first, then ties), and whether
+    /// the member is the weight's transpose.
+    members: Vec<(usize, bool)>,
+    /// The members' original values.
+    originals: Vec<Arc<Tensor>>,
+    /// Dims of the weight (the first member).
+    dims: Vec<usize>,
+    /// Its element type.
+    float_type: FloatType,
+}
+
+/// The original model ready for calibration runs.
+pub struct Probe {
+    session: Session,
+    inputs: usize,
+    /// Number of the model's own outputs, first in every run's result.
+    pub outputs: usize,
+    /// Where each exposed activation is in a run's result.
+    pub activations: HashMap<ActivationKey, usize>,
+    /// The weights that can be swapped, in plan order.
+    pub weights: Vec<ProbedWeight>,
+}
+
+impl Probe {
+    /// Builds the probe of `model` (external data already inlined) for the plan's
+    /// `weights` (from `graph`, the index of `model`). Weights stored in Constant nodes
+    /// or subgraphs are not probed. `activations` says whether to expose activations.
+    pub fn new(
+        model: &ModelProto,
+        graph: &Graph,
+        weights: &[WeightPlan],
+        calibration: &Calibration,
+        activations: bool,
+    ) -> Result<Self> {
+        let mut probe_model = model.clone();
+        let g = probe_model
+            .graph
+            .as_mut()
+            .ok_or_else(|| Error::invalid("the model has no graph"))?;
+        let outputs = g.output.len();
+        let mut facts = calibration.facts();
+        let inputs = facts.len();
+        let mut probed = Vec::new();
+        let mut moved = HashMap::new();
+        for (plan_index, w) in weights.iter().enumerate() {
+            let members: Vec<_> = std::iter::once((w.first().weight, false))
+                .chain(w.ties.iter().map(|t| (t.weight, t.transposed)))
+                .collect();
+            let top_level = |c: &crate::graph::Constant| {
+                c.scope == 0 && matches!(c.source, ConstantSource::Initializer(_))
+            };
+            if !members.iter().all(|(c, _)| top_level(c)) {
+                continue;
+            }
+            let float_type = w.first().float_type;
+            let mut positions = Vec::new();
+            let mut originals = Vec::new();
+            for (c, transposed) in &members {
+                let dims: Vec<usize> = c.tensor.dims.iter().map(|&d| d as usize).collect();
+                let values = float_values(c.tensor, None)?;
+                originals.push(Arc::new(weight_tensor(&values, &dims, float_type)?));
+                moved.insert(c.name.to_string(), g.input.len());
+                positions.push((facts.len(), *transposed));
+                let data_type = DataType::try_from(c.tensor.data_type()).unwrap_or(DataType::Float);
+                g.input.push(value_info(c.name, data_type, None));
+                facts.push((datum(float_type), dims));
+            }
+            probed.push(ProbedWeight {
+                plan_index,
+                members: positions,
+                dims: originals[0].shape().to_vec(),
+                originals,
+                float_type,
+            });
+        }
+        g.initializer.retain(|t| !moved.contains_key(t.name()));
+        let mut exposed = HashMap::new();
+        if activations {
+            for p in &probed {
+                let w = &weights[p.plan_index];
+                for key in (0..w.patches.len()).filter_map(|i| activation_of(graph, w, i)) {
+                    let position = match g.output.iter().position(|o| o.name() == key.name) {
+                        Some(position) => position,
+                        None => {
+                            g.output
+                                .push(value_info(&key.name, DataType::Undefined, None));
+                            g.output.len() - 1
+                        }
+                    };
+                    exposed.insert(key, position);
+                }
+            }
+        }
+        let session = Session::new(&probe_model, "probe", &facts)?;
+        Ok(Probe {
+            session,
+            inputs,
+            outputs,
+            activations: exposed,
+            weights: probed,
+        })
+    }
+
+    /// Runs one calibration `sample`, with probed weight `swap.0` replaced by
+    /// `swap.1` (from [`ProbedWeight::swapped`]) if given.
+    pub fn run(
+        &self,
+        sample: &[Tensor],
+        swap: Option<(usize, &[Arc<Tensor>])>,
+    ) -> Result<TVec<TValue>> {
+        let mut feed: TVec<TValue> = sample.iter().map(|t| t.clone().into_tvalue()).collect();
+        debug_assert_eq!(feed.len(), self.inputs);
+        for (i, w) in self.weights.iter().enumerate() {
+            let values = match swap {
+                Some((j, values)) if j == i => values,
+                _ => &w.originals,
+            };
+            feed.extend(values.iter().map(|t| TValue::from_const(t.clone())));
+        }
+        self.session.run_values(feed)
+    }
+}
+
+impl ProbedWeight {
+    /// What [`Probe::run`] feeds for this weight when its values are `values` (the
+    /// weight's dims, row-major): the weight, and for each tie the same tensor or, for
+    /// a transposed tie, its transpose.
+    pub fn swapped(&self, values: &[f64]) -> Result<Vec<Arc<Tensor>>> {
+        let weight = Arc::new(weight_tensor(values, &self.dims, self.float_type)?);
+        self.members
+            .iter()
+            .map(|&(_, transposed)| {
+                if !transposed {
+                    return Ok(weight.clone());
+                }
+                let t = Tensor::clone(&weight)
+                    .permute_axes(&[1, 0])
+                    .map_err(|e| Error::invalid(format!("cannot transpose a tie: {e}")))?;
+                Ok(Arc::new(t))
+            })
+            .collect()
+    }
+}
+
+/// A tensor of `float_type` holding `values` in `dims`.
+fn weight_tensor(values: &[f64], dims: &[usize], float_type: FloatType) -> Result<Tensor> {
+    let t = match float_type {
+        FloatType::F32 => {
+            Tensor::from_shape(dims, &values.iter().map(|&v| v as f32).collect::<Vec<_>>())
+        }
+        FloatType::F64 => Tensor::from_shape(dims, values),
+        FloatType::F16 => Tensor::from_shape(
+            dims,
+            &values.iter().map(|&v| f16::from_f64(v)).collect::<Vec<_>>(),
+        ),
+    };
+    t.map_err(|e| {
+        Error::invalid(format!(
+            "cannot build a weight tensor of shape {dims:?}: {e}"
+        ))
+    })
+}
+
+fn datum(float_type: FloatType) -> DatumType {
+    match float_type {
+        FloatType::F16 => DatumType::F16,
+        FloatType::F32 => DatumType::F32,
+        FloatType::F64 => DatumType::F64,
+    }
+}
+
+/// The values of a run's result `value` as f64, row-major.
+pub fn values_f64(value: &TValue) -> Result<Vec<f64>> {
+    let t = value
+        .cast_to::<f64>()
+        .map_err(|e| Error::invalid(format!("cannot read a probe value: {e}")))?;
+    let view = t
+        .to_plain_array_view::<f64>()
+        .map_err(|e| Error::invalid(format!("cannot read a probe value: {e}")))?;
+    Ok(view.iter().copied().collect())
+}

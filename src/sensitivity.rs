@@ -1,0 +1,212 @@
+//! Sensitivity: how far the model's outputs move when one weight alone is decomposed
+//! at a given setting, measured in tract on the calibration samples.
+//!
+//! For every probed weight and every setting (bits 1..=8, per tensor and per channel)
+//! the weight is decomposed and its decoding fed to the [`Probe`] in place of the
+//! original; the output error is `mean over outputs of sum ||y - y0||^2 / sum ||y0||^2`
+//! over the samples (a relative squared error: errors of different weights add up
+//! nearly linearly). Samples are streamed: each weight's pass reruns the original
+//! model per sample rather than keeping its outputs, so memory does not grow with the
+//! number of samples. A first pass gathers the activation statistics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use tract_onnx::prelude::Tensor;
+
+use crate::calibration::Calibration;
+use crate::config::{Config, Setting};
+use crate::error::Result;
+use crate::fit::{fit_values, matrix};
+use crate::graph::Graph;
+use crate::onnx::tensor::float_values;
+use crate::particles::Granularity;
+use crate::plan::WeightPlan;
+use crate::probe::{ActivationKey, Probe, activation_of, values_f64};
+use crate::stats::ActivationStats;
+
+/// One measured setting of one weight.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Point {
+    /// Bits and granularity.
+    pub setting: Setting,
+    /// Bytes the weight's decode subgraph stores at this setting.
+    pub bytes: usize,
+    /// Output error with only this weight decomposed (see the module doc).
+    pub error: f64,
+}
+
+/// The measured settings of one weight.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Curve {
+    /// The weight's name.
+    pub weight: String,
+    /// Its position in the plan.
+    #[serde(skip)]
+    pub plan_index: usize,
+    /// Number of weights in it.
+    pub elements: usize,
+    /// Every setting measured.
+    pub points: Vec<Point>,
+}
+
+/// Statistics of every activation a rewritten MatMul/Gemm multiplies by its weight.
+pub type Stats = HashMap<ActivationKey, ActivationStats>;
+
+/// A setting, the bytes it stores and what the probe is fed for it.
+type Trial = (Setting, usize, Vec<Arc<Tensor>>);
+
+/// The settings measured for a weight: 1..=8 bits per tensor, and per channel when
+/// the weight has more than one channel.
+pub fn candidate_settings(w: &WeightPlan) -> Vec<Setting> {
+    let p = w.first();
+    let channels = p.shape[p.channel_axis];
+    let granularities: &[Granularity] = if channels > 1 {
+        &[Granularity::Tensor, Granularity::Channel]
+    } else {
+        &[Granularity::Tensor]
+    };
+    granularities
+        .iter()
+        .flat_map(|&granularity| (1..=8).map(move |bits| Setting { bits, granularity }))
+        .collect()
+}
+
+/// Runs the original model on every sample and gathers the statistics of every
+/// exposed activation (with `H = X^T X` when `gram`).
+pub fn gather_stats(probe: &Probe, calibration: &Calibration, gram: bool) -> Result<Stats> {
+    let mut stats = Stats::new();
+    for sample in &calibration.samples {
+        let out = probe.run(sample, None)?;
+        for (key, &position) in &probe.activations {
+            let value = &out[position];
+            let shape = value.shape();
+            let features = match (key.transposed, shape) {
+                (true, [rows, _]) => *rows,
+                (false, [.., last]) => *last,
+                _ => continue,
+            };
+            stats
+                .entry(key.clone())
+                .or_insert_with(|| ActivationStats::new(features, gram))
+                .add(&values_f64(value)?, key.transposed);
+        }
+    }
+    Ok(stats)
+}
+
+/// `H` for a weight: the sum of `X^T X` over the activations its readers multiply it
+/// by, when every reader has one gathered.
+pub fn weight_hessian(graph: &Graph, w: &WeightPlan, stats: &Stats) -> Option<Vec<f64>> {
+    let mut total: Option<Vec<f64>> = None;
+    for i in 0..w.patches.len() {
+        let h = stats.get(&activation_of(graph, w, i)?)?.hessian()?;
+        match &mut total {
+            Some(t) if t.len() == h.len() => t.iter_mut().zip(&h).for_each(|(a, b)| *a += b),
+            Some(_) => return None,
+            None => total = Some(h),
+        }
+    }
+    total
+}
+
+/// Measures every candidate setting of every probed weight, fitted as the rewrite
+/// will fit it (see [`fit_values`]), on the first `samples` calibration samples;
+/// `progress` ticks once per weight and sample.
+pub fn measure(
+    graph: &Graph,
+    weights: &[WeightPlan],
+    config: &Config,
+    probe: &Probe,
+    (calibration, samples): (&Calibration, usize),
+    progress: &ProgressBar,
+) -> Result<Vec<Curve>> {
+    let mut curves = Vec::new();
+    for (i, probed) in probe.weights.iter().enumerate() {
+        let w = &weights[probed.plan_index];
+        let patch = w.first();
+        let values = float_values(patch.weight.tensor, None)?;
+        let names = graph.names();
+        let settings = candidate_settings(w);
+        let fits: Vec<Option<Result<Trial>>> = settings
+            .par_iter()
+            .map(|&setting| {
+                let mut config = config.clone();
+                config
+                    .settings
+                    .insert(patch.weight.name.to_string(), setting);
+                let fit = fit_values(w, &values, &config, None).ok()?;
+                let bytes = fit.emit(w, &mut names.clone(), None).stored_bytes();
+                let decoded = fit.decoded(&matrix(w, &values), patch.float_type);
+                Some(probed.swapped(&decoded).map(|t| (setting, bytes, t)))
+            })
+            .collect();
+        let fits: Vec<_> = fits.into_iter().flatten().collect::<Result<_>>()?;
+        let mut diff = vec![vec![0.0; probe.outputs]; fits.len()];
+        let mut norm = vec![0.0; probe.outputs];
+        for sample in &calibration.samples[..samples.min(calibration.samples.len())] {
+            let reference: Vec<Vec<f64>> = probe.run(sample, None)?[..probe.outputs]
+                .iter()
+                .map(values_f64)
+                .collect::<Result<_>>()?;
+            for (n, r) in norm.iter_mut().zip(&reference) {
+                *n += r.iter().map(|v| v * v).sum::<f64>();
+            }
+            let errors: Vec<Vec<f64>> = fits
+                .par_iter()
+                .map(|(_, _, decoded)| {
+                    let out = probe.run(sample, Some((i, decoded)))?;
+                    out[..probe.outputs]
+                        .iter()
+                        .zip(&reference)
+                        .map(|(o, r)| {
+                            Ok(values_f64(o)?
+                                .iter()
+                                .zip(r)
+                                .map(|(a, b)| (a - b) * (a - b))
+                                .sum())
+                        })
+                        .collect()
+                })
+                .collect::<Result<_>>()?;
+            for (d, e) in diff.iter_mut().zip(errors) {
+                d.iter_mut().zip(e).for_each(|(a, b)| *a += b);
+            }
+            progress.inc(1);
+        }
+        let points = fits
+            .into_iter()
+            .zip(diff)
+            .map(|((setting, bytes, _), d)| Point {
+                setting,
+                bytes,
+                error: relative_error(&d, &norm),
+            })
+            .collect();
+        curves.push(Curve {
+            weight: patch.weight.name.to_string(),
+            plan_index: probed.plan_index,
+            elements: w.elements(),
+            points,
+        });
+    }
+    Ok(curves)
+}
+
+/// Mean over outputs of the squared error relative to the output's squared norm.
+fn relative_error(diff: &[f64], norm: &[f64]) -> f64 {
+    let terms: Vec<f64> = diff
+        .iter()
+        .zip(norm)
+        .map(|(&d, &n)| {
+            if d == 0.0 {
+                0.0
+            } else {
+                d / n.max(f64::MIN_POSITIVE)
+            }
+        })
+        .collect();
+    terms.iter().sum::<f64>() / terms.len().max(1) as f64
+}

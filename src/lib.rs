@@ -38,6 +38,7 @@ pub mod rng;
 pub mod rules;
 pub mod sensitivity;
 pub mod stats;
+pub mod sweep;
 pub mod tune;
 
 pub use config::{Config, Selection};

@@ -57,6 +57,40 @@ enum Command {
     Inspect(InspectArgs),
     /// Run two models in tract on the same random inputs and compare every output.
     Validate(ValidateArgs),
+    /// Output error against model size: uniform bits and allocated targets, each
+    /// rewritten and proved; writes a CSV and an SVG plot.
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The model.
+    input: PathBuf,
+    #[command(flatten)]
+    particles: ParticleArgs,
+    #[command(flatten)]
+    calibration: CalibrationArgs,
+    #[command(flatten)]
+    proof: ProofArgs,
+    /// Evaluate every point on these inputs (.npz, like --calibration) instead of the
+    /// proof's random inputs.
+    #[arg(long, value_name = "FILE.npz")]
+    eval: Option<PathBuf>,
+    /// Uniform bit widths to rewrite at.
+    #[arg(long, value_delimiter = ',', default_value = "2,3,4,5,6,7,8")]
+    uniform: Vec<u32>,
+    /// Allocator targets, in bits per weight.
+    #[arg(long, value_delimiter = ',', default_value = "2,2.5,3,3.5,4,5,6")]
+    targets: Vec<f64>,
+    /// Write the points here as CSV.
+    #[arg(long, value_name = "FILE.csv")]
+    csv: Option<PathBuf>,
+    /// Draw the points here as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -372,6 +406,7 @@ fn main() -> ExitCode {
         Command::Rewrite(args) => rewrite(args),
         Command::Inspect(args) => inspect(args),
         Command::Validate(args) => validate(args),
+        Command::Sweep(args) => sweep(args),
     };
     match result {
         Ok(code) => code,
@@ -548,6 +583,53 @@ fn tuned(
         None => rewrite_calibrated(&in_memory, config, Some(&calibrated.stats)),
     };
     Ok((rewritten.with_context(context)?, None))
+}
+
+fn sweep(args: SweepArgs) -> Result<ExitCode> {
+    let context = || args.input.display().to_string();
+    let mut config = Config {
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+        ..args.particles.config(&args.input)?
+    };
+    let Some(tuning) = args.calibration.apply(&mut config, args.quiet)? else {
+        bail!("sweep needs --calibration FILE.npz or --calibration-random N");
+    };
+    let model = load(&args.input)?;
+    let in_memory = load_for_proof(&model, &model_dir(&args.input))?.ok_or_else(|| {
+        anyhow::anyhow!("{}: too much external data to sweep in memory", context())
+    })?;
+    let mut proof = args.proof.config();
+    let calibration =
+        Calibration::load(&in_memory, &tuning.source, &proof).with_context(context)?;
+    if let Some(eval) = &args.eval {
+        let samples = Calibration::load(&in_memory, &CalibrationSource::Npz(eval.clone()), &proof)
+            .with_context(context)?;
+        proof.calibration = Some(std::sync::Arc::new(samples));
+    }
+    let calibrated = calibrate(&in_memory, &config, calibration, tuning.sensitivity_samples)
+        .with_context(context)?;
+    let rows = sora_onnx::sweep::sweep(
+        &in_memory,
+        &config,
+        &calibrated,
+        (&args.uniform, &args.targets),
+        &proof,
+        config.progress,
+    )
+    .with_context(context)?;
+    let csv = sora_onnx::sweep::csv(&rows);
+    if let Some(path) = &args.csv {
+        write_atomic(path, csv.as_bytes())?;
+    }
+    if let Some(path) = &args.plot {
+        let name = args.input.file_name().unwrap_or_default().to_string_lossy();
+        let svg = sora_onnx::sweep::plot(&rows, &format!("{name}: output error vs size"))?;
+        write_atomic(path, svg.as_bytes())?;
+    }
+    if !args.quiet {
+        say!("{csv}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(args: InspectArgs) -> Result<ExitCode> {

@@ -55,7 +55,7 @@ fn model(tail: impl FnOnce(&mut ModelBuilder) -> &'static str) -> ModelProto {
 /// Mean of the first output over the samples.
 fn mean_output(model: &ModelProto, calibration: &Calibration) -> Vec<f64> {
     let session = Session::new(model, "test", &[(DatumType::F32, vec![1, 2])]).unwrap();
-    let mut sum = vec![0.0; 2];
+    let mut sum = [0.0; 2];
     for s in &calibration.samples {
         let out = session.run(s).unwrap();
         let t = out[0].cast_to::<f64>().unwrap();

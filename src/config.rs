@@ -42,6 +42,23 @@ pub struct Config {
     pub progress: bool,
     /// Which related weights share particles.
     pub share: Share,
+    /// What the rewritten MatMul/Gemm nodes compute (see [`Form`]).
+    pub form: Form,
+    /// One codebook per subspace of `dim` inputs, shared by all output channels
+    /// (product quantization); always so under [`Form::Lut`].
+    pub subspaces: bool,
+}
+
+/// The subgraph a MatMul/Gemm weight becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Form {
+    /// The weight is rebuilt from its particles; the node is untouched.
+    #[default]
+    Decode,
+    /// The node is replaced by a gather-and-accumulate over per-subspace dot products
+    /// (`forms::lut`); weights stay compressed at run time. Other readers (Gather,
+    /// Conv) decode the same particles.
+    Lut,
 }
 
 /// Which related weights share particles (see [`crate::relation`]).
@@ -105,6 +122,8 @@ impl Default for Config {
             external_dir: None,
             progress: false,
             share: Share::Identical,
+            form: Form::Decode,
+            subspaces: false,
         }
     }
 }
@@ -113,6 +132,18 @@ impl Config {
     /// Whether weights become vector particles or additive stages (the vector form).
     pub fn uses_vectors(&self) -> bool {
         self.dim > 1 || self.stages > 1
+    }
+
+    /// Whether identical and transposed weights are decoded once: `--share identical`
+    /// or `alike` under the decode form (the LUT form replaces each node by lookups
+    /// into its own weight's tables).
+    pub fn ties_weights(&self) -> bool {
+        self.share != Share::None && self.form == Form::Decode
+    }
+
+    /// Whether weights get one codebook per subspace of `dim` inputs.
+    pub fn uses_subspaces(&self) -> bool {
+        self.subspaces || self.form == Form::Lut
     }
 
     /// Checks that every option is in range.
@@ -155,6 +186,20 @@ impl Config {
                     "--dim and --stages use one codebook per tensor and stage; they do not combine with --lossless, --outliers or --granularity channel/block".into(),
                 ));
             }
+        }
+        if self.uses_subspaces()
+            && (self.stages > 1
+                || self.lossless
+                || self.outliers > 0.0
+                || matches!(self.share, Share::Alike(_))
+                || !matches!(
+                    self.granularity,
+                    GranularityChoice::Auto | GranularityChoice::Fixed(Granularity::Tensor)
+                ))
+        {
+            return Err(Error::Config(
+                "--form lut and --subspaces use one codebook per subspace of --dim inputs; they do not combine with --stages, --lossless, --outliers, --share alike or --granularity channel/block".into(),
+            ));
         }
         let known: Vec<&str> = RULES.iter().map(|(op, _)| *op).collect();
         if let Some(op) = self.ops.iter().find(|op| !known.contains(&op.as_str())) {

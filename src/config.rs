@@ -47,6 +47,21 @@ pub struct Config {
     /// One codebook per subspace of `dim` inputs, shared by all output channels
     /// (product quantization); always so under [`Form::Lut`].
     pub subspaces: bool,
+    /// How the LUT form reads the dot products (see [`LutGather`]).
+    pub lut_gather: LutGather,
+}
+
+/// How the LUT form gathers each channel's dot products; both compute the same values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LutGather {
+    /// Dot products laid out `[S*K, rows]`, one Gather of whole rows: fastest from a
+    /// few rows of input up (a sequence, a batch).
+    #[default]
+    Rows,
+    /// Dot products laid out `[rows, S*K]`, GatherElements with the index expanded
+    /// to every row: fastest for a single row in onnxruntime, but it holds that
+    /// expanded index (4 bytes per lookup) at run time.
+    Elements,
 }
 
 /// The subgraph a MatMul/Gemm weight becomes.
@@ -124,6 +139,7 @@ impl Default for Config {
             share: Share::Identical,
             form: Form::Decode,
             subspaces: false,
+            lut_gather: LutGather::Rows,
         }
     }
 }

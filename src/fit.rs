@@ -2,7 +2,7 @@
 //! for (bits, granularity, lossless, outliers, vectors and stages), decompose, and
 //! emit the matching form. Called by the driver for every planned weight, in parallel.
 
-use crate::config::{Config, Form, GranularityChoice};
+use crate::config::{Config, Form, GranularityChoice, LutGather};
 use crate::error::Result;
 use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
 use crate::graph::{Graph, Names};
@@ -45,8 +45,8 @@ pub struct Fit {
     pub sse: f64,
     /// Sum of the squared weights.
     pub signal: f64,
-    /// The form its MatMul/Gemm readers take.
-    pub form: Form,
+    /// Under `--form lut`, how its MatMul/Gemm readers gather; `None`: decode form.
+    pub lut: Option<LutGather>,
 }
 
 impl Fit {
@@ -81,10 +81,11 @@ impl Fit {
                     .iter()
                     .map(|p| (p.node, graph.node(p.node)))
                     .collect();
-                if self.form == Form::Lut && readers.iter().all(|(_, n)| lut::replaces(n)) {
-                    lut::emit(&target, d, &readers, graph.opset, names)
-                } else {
-                    subspace::emit(&target, d, names)
+                match self.lut {
+                    Some(gather) if readers.iter().all(|(_, n)| lut::replaces(n)) => {
+                        lut::emit(&target, d, &readers, graph.opset, gather, names)
+                    }
+                    _ => subspace::emit(&target, d, names),
                 }
             }
         }
@@ -179,7 +180,7 @@ pub fn fit(
         codebook_type,
         sse,
         signal,
-        form: config.form,
+        lut: (config.form == Form::Lut).then_some(config.lut_gather),
     }))
 }
 

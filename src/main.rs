@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sora_onnx::config::{CodebookType, Form, GranularityChoice, Share};
+use sora_onnx::config::{CodebookType, Form, GranularityChoice, LutGather, Share};
 use sora_onnx::inspect::relations;
 use sora_onnx::onnx::external::model_dir;
 use sora_onnx::onnx::{DataPlacement, load_model, save_model_with_data, write_atomic};
@@ -133,6 +133,11 @@ struct ParticleArgs {
     /// the decode form: the particles --form lut uses.
     #[arg(long)]
     subspaces: bool,
+    /// How --form lut reads the dot products: rows (one Gather of whole rows; fastest
+    /// from a few input rows up) or elements (GatherElements; fastest for a single
+    /// input row in onnxruntime, but holds an index per row at run time).
+    #[arg(long, value_enum, default_value_t = LutGatherArg::Rows)]
+    lut_gather: LutGatherArg,
     /// Op types whose weights are rewritten, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Gather,Conv")]
     ops: Vec<String>,
@@ -158,6 +163,12 @@ enum ShareArg {
 enum FormArg {
     Decode,
     Lut,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LutGatherArg {
+    Rows,
+    Elements,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -268,6 +279,10 @@ impl ParticleArgs {
                 FormArg::Lut => Form::Lut,
             },
             subspaces: self.subspaces,
+            lut_gather: match self.lut_gather {
+                LutGatherArg::Rows => LutGather::Rows,
+                LutGatherArg::Elements => LutGather::Elements,
+            },
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
         })

@@ -28,13 +28,13 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let [path, batch, seq, runs] = args.as_slice() else {
-        panic!("usage: tract_latency MODEL.onnx BATCH SEQ RUNS");
+    let [path, batch, seq, millis] = args.as_slice() else {
+        panic!("usage: tract_latency MODEL.onnx BATCH SEQ MILLIS");
     };
-    let (batch, seq, runs): (usize, usize, usize) = (
+    let (batch, seq, millis): (usize, usize, f64) = (
         batch.parse().unwrap(),
         seq.parse().unwrap(),
-        runs.parse().unwrap(),
+        millis.parse().unwrap(),
     );
     let model = load_model(std::path::Path::new(path)).unwrap();
     let graph = model.graph.as_ref().unwrap();

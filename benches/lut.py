@@ -9,7 +9,8 @@ and the median latency, in onnxruntime (1 thread) and tract (one thread, through
 `cargo bench --bench tract_latency`). With --formulations it first times the
 equivalent standard-op formulations of the lookup this form chose among.
 
-Usage: benches/lut.py WORK_DIR [--dims 4] [--bits 4] [--formulations]
+Usage: benches/lut.py WORK_DIR [--dims 4] [--bits 4] [--lut-gather rows|elements]
+                        [--models 768,4096,minilm_l3] [--formulations]
        (run with the Python that has numpy, onnx and onnxruntime; cargo builds first)
 """
 
@@ -27,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MILLIS = 1500  # time spent measuring each case, at least 3 runs
 
 
-def rss_kib():
+def rss_kib(key="VmRSS:"):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(key):
             return int(line.split()[1])
 
 
@@ -64,7 +65,8 @@ def ort_case(path, batch, seq):
         s.run(None, feed)
         times.append((time.perf_counter() - t) * 1e6)
     times.sort()
-    return {"rss_kib": after, "session_kib": after - before, "median_us": times[len(times) // 2], "best_us": times[0]}
+    peak = rss_kib("VmHWM:")
+    return {"rss_kib": after, "session_kib": after - before, "peak_kib": peak, "median_us": times[len(times) // 2], "best_us": times[0]}
 
 
 def measure(runtime, path, batch, seq):
@@ -82,7 +84,7 @@ def layer(path, n, m):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w = np.random.default_rng(n).standard_normal((n, m)).astype(np.float32) / np.sqrt(n)
+    w = (np.random.default_rng(n).standard_normal((n, m)) / np.sqrt(n)).astype(np.float32)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", m])
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "layer", [x], [y], [numpy_helper.from_array(w, "w")])
@@ -174,6 +176,7 @@ def main():
     p.add_argument("work", type=Path)
     p.add_argument("--dims", default="4", help="comma-separated --dim values for the LUT form")
     p.add_argument("--bits", default="4", help="comma-separated --bits values")
+    p.add_argument("--lut-gather", default="rows", help="rows or elements (the LUT form's --lut-gather)")
     p.add_argument("--formulations", action="store_true")
     p.add_argument("--models", default="768,4096,minilm_l3")
     args = p.parse_args()
@@ -188,7 +191,7 @@ def main():
     print(f"onnxruntime {onnxruntime.__version__}, 1 thread; tract-onnx 0.23, 1 thread; load average {os.getloadavg()}")
     if args.formulations:
         formulations(work)
-    print("\n| model | form | file bytes | batch | ORT us | ORT session RSS MiB (+ session) | tract us | tract RSS MiB |")
+    print("\n| model | form | file bytes | batch | ORT us | ORT RSS MiB after session (session's share) / peak | tract us | tract RSS MiB after session / peak |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         if name == "minilm_l3":
@@ -203,15 +206,15 @@ def main():
                 flags = ["--dim", dim, "--bits", bits]
                 dec, lut = work / f"{src.stem}.d{dim}b{bits}.decode.onnx", work / f"{src.stem}.d{dim}b{bits}.lut.onnx"
                 rewrite(src, dec, "--subspaces", *flags)
-                rewrite(src, lut, "--form", "lut", *flags)
-                cases += [(f"decode d={dim} K={2 ** int(bits)}", dec), (f"lut d={dim} K={2 ** int(bits)}", lut)]
+                rewrite(src, lut, "--form", "lut", "--lut-gather", args.lut_gather, *flags)
+                cases += [(f"decode d={dim} K={2 ** int(bits)}", dec), (f"lut {args.lut_gather} d={dim} K={2 ** int(bits)}", lut)]
         for batch in [1, 32]:
             for form, path in cases:
                 a, b = measure("ort", path, batch, seq), measure("tract", path, batch, seq)
                 ort_cell = f"{a['median_us']:.0f}" if "median_us" in a else a["error"]
                 tract_cell = f"{b['median_us']:.0f}" if "median_us" in b else b["error"]
-                mem = f"{a['rss_kib'] / 1024:.1f} (+{a['session_kib'] / 1024:.1f})" if "rss_kib" in a else "-"
-                tmem = f"{b['rss_kib'] / 1024:.1f}" if "rss_kib" in b else "-"
+                mem = f"{a['rss_kib'] / 1024:.0f} (+{a['session_kib'] / 1024:.0f}) / {a['peak_kib'] / 1024:.0f}" if "rss_kib" in a else "-"
+                tmem = f"{b['rss_kib'] / 1024:.0f} / {b['peak_kib'] / 1024:.0f}" if "rss_kib" in b else "-"
                 print(f"| {name} | {form} | {path.stat().st_size} | {batch} | {ort_cell} | {mem} | {tract_cell} | {tmem} |", flush=True)
     print(f"\nload average at the end {os.getloadavg()}")
 

@@ -16,10 +16,11 @@ use sora_onnx::prove::Session;
 use sora_onnx::rng::Rng;
 use tract_onnx::prelude::{DatumType, Tensor};
 
-/// Resident memory of this process in KiB.
-fn rss_kib() -> u64 {
+/// A memory figure of this process from /proc/self/status in KiB: `VmRSS` (resident
+/// now) or `VmHWM` (the most resident so far).
+fn status_kib(key: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -80,7 +81,7 @@ fn main() {
     drop(model);
     // SAFETY: malloc_trim only returns free heap pages to the system.
     unsafe { libc::malloc_trim(0) };
-    let rss = rss_kib();
+    let rss = status_kib("VmRSS:");
     session.run(&feed).unwrap();
     let budget = Instant::now();
     let mut times = Vec::new();
@@ -91,7 +92,8 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "{{\"rss_kib\": {rss}, \"median_us\": {:.1}, \"best_us\": {:.1}}}",
+        "{{\"rss_kib\": {rss}, \"peak_kib\": {}, \"median_us\": {:.1}, \"best_us\": {:.1}}}",
+        status_kib("VmHWM:"),
         times[times.len() / 2],
         times[0]
     );

@@ -60,7 +60,12 @@ fn table(model: &ModelProto, config: &Config, calibrated: &Calibrated, score: &S
         };
         let start = Instant::now();
         let out = rewrite_calibrated(model, &plain, None).unwrap();
-        row(&format!("--bits {bits}"), &out, score, start.elapsed().as_secs_f64());
+        row(
+            &format!("--bits {bits}"),
+            &out,
+            score,
+            start.elapsed().as_secs_f64(),
+        );
         let with = Config {
             bits,
             ..corrected.clone()
@@ -68,7 +73,12 @@ fn table(model: &ModelProto, config: &Config, calibrated: &Calibrated, score: &S
         let start = Instant::now();
         let out = rewrite_calibrated(model, &with, Some(&calibrated.stats)).unwrap();
         let seconds = start.elapsed().as_secs_f64();
-        row(&format!("--bits {bits}, bias correction"), &out, score, seconds);
+        row(
+            &format!("--bits {bits}, bias correction"),
+            &out,
+            score,
+            seconds,
+        );
         // The allocator at the size uniform bits reached.
         let target = (out.report.bits_per_weight * 100.0).floor() / 100.0;
         let start = Instant::now();
@@ -82,7 +92,12 @@ fn table(model: &ModelProto, config: &Config, calibrated: &Calibrated, score: &S
         let seconds = start.elapsed().as_secs_f64();
         row(&format!("--target-bits {target}"), &out, score, seconds);
         let out = rewrite_to_bits(model, config, calibrated, target).unwrap();
-        row(&format!("--target-bits {target} --no-bias-correction"), &out, score, seconds);
+        row(
+            &format!("--target-bits {target} --no-bias-correction"),
+            &out,
+            score,
+            seconds,
+        );
     }
 }
 

@@ -188,6 +188,24 @@ def compare_built(binary, work, name, model, flags, exact):
     report(f"{name} {' '.join(flags)}", worst <= bound, f"{'max_abs' if exact else 'rel_l2'} {worst:.3g} (bound {bound})")
 
 
+def compare_lut(binary, work, name, model, flags):
+    """--form lut against --subspaces (the decode form of the same particles)."""
+    src, lut, dec = work / f"{name}.onnx", work / f"{name}.lut.onnx", work / f"{name}.decode.onnx"
+    onnx.save(model, str(src))
+    rewrite(binary, src, lut, "--min-elements", "16", *flags)
+    decode_flags = [f for i, f in enumerate(flags) if f not in ("--form", "lut", "--lut-gather", "rows", "elements")]
+    rewrite(binary, src, dec, "--min-elements", "16", "--subspaces", *decode_flags)
+    check_model(lut)
+    a, b = session(lut), session(dec)
+    f = feeds(model)
+    worst = 0.0
+    for ya, yb in zip(a.run(None, f), b.run(None, f)):
+        ya, yb = ya.astype(np.float64), yb.astype(np.float64)
+        worst = max(worst, float(np.linalg.norm(ya - yb) / np.linalg.norm(yb)))
+    bound = 1e-3 if model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16 else 1e-4
+    report(f"{name} {' '.join(flags)}", worst <= bound, f"rel_l2 vs decode {worst:.3g} (bound {bound})")
+
+
 def built(binary, work):
     for bits in ["1", "3", "4", "8"]:
         for gran in ["tensor", "channel"]:
@@ -222,6 +240,14 @@ def built(binary, work):
     compare_built(binary, work, "matmul_vectors_d2", matmul(), ["--bits", "8", "--dim", "2"], exact=False)
     compare_built(binary, work, "gemm_vectors_2_stages", gemm(), ["--bits", "4", "--dim", "4", "--stages", "2"], exact=False)
     compare_built(binary, work, "conv_scalar_stages", conv(), ["--bits", "2", "--stages", "2"], exact=False)
+    for gather in ["rows", "elements"]:
+        lut = ["--form", "lut", "--lut-gather", gather]
+        compare_lut(binary, work, f"lut_{gather}_matmul_3d", matmul(batch=(2, 5)), ["--dim", "4", "--bits", "4", *lut])
+        compare_lut(binary, work, f"lut_{gather}_matmul_opset11", matmul(opset=11), ["--dim", "2", "--bits", "3", *lut])
+        compare_lut(binary, work, f"lut_{gather}_gemm_transB1", gemm(), ["--dim", "4", "--bits", "4", *lut])
+        compare_lut(binary, work, f"lut_{gather}_gemm_transB0", gemm(trans_b=0), ["--dim", "2", "--bits", "4", *lut])
+        compare_lut(binary, work, f"lut_{gather}_shared_weight", matmul(source="shared"), ["--dim", "4", "--bits", "4", *lut])
+        compare_lut(binary, work, f"lut_{gather}_fp16", matmul(dtype=TensorProto.FLOAT16), ["--dim", "4", "--bits", "4", *lut])
     f32 = ["--bits", "4", "--codebook-type", "f32"]
     compare_built(binary, work, "matmul_f32_codebook", matmul(), f32, exact=False)
 
@@ -241,6 +267,12 @@ def minilm(binary, work):
     ids, mask = sentences()
     ref = session(src).run(["461"], {"input_ids": ids, "attention_mask": mask})[0]
     matmuls = ["--ops", "MatMul,Gemm"]
+    lut = work / "minilm_l3_lut.onnx"
+    rewrite(binary, src, lut, "--dim", "2", "--bits", "5", "--form", "lut", *matmuls)
+    check_model(lut)
+    emb = session(lut).run(["461"], {"input_ids": ids[:64], "attention_mask": mask[:64]})[0]
+    cos = (ref[:64] * emb).sum(1) / np.linalg.norm(ref[:64], axis=1) / np.linalg.norm(emb, axis=1)
+    report("minilm_l3 --form lut --dim 2 --bits 5", cos.mean() >= 0.9, f"mean cosine {cos.mean():.4f} on 64 sentences (floor 0.9), {lut.stat().st_size} bytes")
     cases = [("2", 0.7, matmuls), ("3", 0.92, matmuls), ("4", 0.985, matmuls), ("8", 0.999, matmuls), ("4", 0.98, [])]
     for bits, floor, flags in cases:
         dst = work / f"minilm_l3_b{bits}{'_all' if not flags else ''}.onnx"

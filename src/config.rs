@@ -52,6 +52,13 @@ pub struct Config {
     /// With calibration statistics, choose indices by error-compensating rounding
     /// (GPTQ-style, with `H = X^T X`) instead of nearest particles.
     pub compensate: bool,
+    /// What the rewritten MatMul/Gemm nodes compute (see [`Form`]).
+    pub form: Form,
+    /// One codebook per subspace of `dim` inputs, shared by all output channels
+    /// (product quantization); always so under [`Form::Lut`].
+    pub subspaces: bool,
+    /// How the LUT form reads the dot products (see [`LutGather`]).
+    pub lut_gather: LutGather,
 }
 
 /// The particle settings of one weight.
@@ -61,6 +68,31 @@ pub struct Setting {
     pub bits: u32,
     /// Codebook granularity.
     pub granularity: Granularity,
+}
+
+/// How the LUT form gathers each channel's dot products; both compute the same values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LutGather {
+    /// Dot products laid out `[S*K, rows]`, one Gather of whole rows: fastest from a
+    /// few rows of input up (a sequence, a batch).
+    #[default]
+    Rows,
+    /// Dot products laid out `[rows, S*K]`, GatherElements with the index expanded
+    /// to every row: fastest for a single row in onnxruntime, but it holds that
+    /// expanded index (4 bytes per lookup) at run time.
+    Elements,
+}
+
+/// The subgraph a MatMul/Gemm weight becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Form {
+    /// The weight is rebuilt from its particles; the node is untouched.
+    #[default]
+    Decode,
+    /// The node is replaced by a gather-and-accumulate over per-subspace dot products
+    /// (`forms::lut`); weights stay compressed at run time. Other readers (Gather,
+    /// Conv) decode the same particles.
+    Lut,
 }
 
 /// Which related weights share particles (see [`crate::relation`]).
@@ -127,6 +159,9 @@ impl Default for Config {
             settings: HashMap::new(),
             bias_correction: false,
             compensate: false,
+            form: Form::Decode,
+            subspaces: false,
+            lut_gather: LutGather::Rows,
         }
     }
 }
@@ -135,6 +170,18 @@ impl Config {
     /// Whether weights become vector particles or additive stages (the vector form).
     pub fn uses_vectors(&self) -> bool {
         self.dim > 1 || self.stages > 1
+    }
+
+    /// Whether identical and transposed weights are decoded once: `--share identical`
+    /// or `alike` under the decode form (the LUT form replaces each node by lookups
+    /// into its own weight's tables).
+    pub fn ties_weights(&self) -> bool {
+        self.share != Share::None && self.form == Form::Decode
+    }
+
+    /// Whether weights get one codebook per subspace of `dim` inputs.
+    pub fn uses_subspaces(&self) -> bool {
+        self.subspaces || self.form == Form::Lut
     }
 
     /// Checks that every option is in range.
@@ -180,12 +227,13 @@ impl Config {
         }
         if !self.settings.is_empty()
             && (self.uses_vectors()
+                || self.uses_subspaces()
                 || self.lossless
                 || self.outliers > 0.0
                 || matches!(self.share, Share::Alike(_)))
         {
             return Err(Error::Config(
-                "per-weight bits (--target-bits, --auto, presets) take scalar codebooks without --lossless, --outliers or --share alike".into(),
+                "per-weight bits (--target-bits, --auto, presets) take scalar codebooks in the decode form, without --lossless, --outliers or --share alike".into(),
             ));
         }
         if let Some((name, s)) = self
@@ -197,6 +245,20 @@ impl Config {
                 "weight '{name}': {} bits is outside 1..=8",
                 s.bits
             )));
+        }
+        if self.uses_subspaces()
+            && (self.stages > 1
+                || self.lossless
+                || self.outliers > 0.0
+                || matches!(self.share, Share::Alike(_))
+                || !matches!(
+                    self.granularity,
+                    GranularityChoice::Auto | GranularityChoice::Fixed(Granularity::Tensor)
+                ))
+        {
+            return Err(Error::Config(
+                "--form lut and --subspaces use one codebook per subspace of --dim inputs; they do not combine with --stages, --lossless, --outliers, --share alike or --granularity channel/block".into(),
+            ));
         }
         let known: Vec<&str> = RULES.iter().map(|(op, _)| *op).collect();
         if let Some(op) = self.ops.iter().find(|op| !known.contains(&op.as_str())) {

@@ -2,13 +2,14 @@
 //! for (bits, granularity, lossless, outliers, vectors and stages), decompose, and
 //! emit the matching form. Called by the driver for every planned weight, in parallel.
 
-use crate::config::{Config, GranularityChoice, Setting};
+use crate::config::{Config, Form, GranularityChoice, LutGather, Setting};
 use crate::error::Result;
-use crate::forms::{Subgraph, Target, decode, scaled, vector};
-use crate::graph::Names;
+use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
+use crate::graph::{Graph, Names};
 use crate::onnx::tensor::{FloatType, float_values};
 use crate::particles::pack::packed_len;
 use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
+use crate::particles::subspace::{SubspaceDecomposition, decompose_subspaces};
 use crate::particles::vector::{VectorDecomposition, decompose_vectors};
 use crate::particles::{
     Decomposition, Granularity, Matrix, assign, decompose, decompose_with_outliers,
@@ -25,6 +26,8 @@ pub enum Particles {
     Vector(VectorDecomposition),
     /// A shared grid of integers times a scale per channel (`--lossless` only).
     Scaled(ScaledGrid),
+    /// One codebook per subspace of `dim` inputs (`--form lut`, `--subspaces`).
+    Subspace(SubspaceDecomposition),
 }
 
 /// A weight's particles, the settings they were fitted with, and how well they fit.
@@ -42,6 +45,8 @@ pub struct Fit {
     pub sse: f64,
     /// Sum of the squared weights.
     pub signal: f64,
+    /// Under `--form lut`, how its MatMul/Gemm readers gather; `None`: decode form.
+    pub lut: Option<LutGather>,
 }
 
 impl Fit {
@@ -53,12 +58,21 @@ impl Fit {
             Particles::Scalar(d) => d.decoded(matrix, self.granularity, round),
             Particles::Vector(d) => d.decoded(matrix, round),
             Particles::Scaled(g) => g.decoded(matrix, |v| float_type.round(v)),
+            Particles::Subspace(d) => d.decoded(matrix, round),
         }
     }
 
-    /// The decode subgraph for the weight planned as `w`; with `shared_table`, its
-    /// scalar codebooks are read from that initializer instead of stored again.
-    pub fn emit(&self, w: &WeightPlan, names: &mut Names, shared_table: Option<&str>) -> Subgraph {
+    /// The subgraph for the weight planned as `w` in `graph`: its decoding, or under
+    /// [`Form::Lut`], when every reader is a MatMul or Gemm, the LUT nodes replacing
+    /// them. With `shared_table`, scalar codebooks are read from that initializer
+    /// instead of stored again.
+    pub fn emit(
+        &self,
+        w: &WeightPlan,
+        graph: &Graph,
+        names: &mut Names,
+        shared_table: Option<&str>,
+    ) -> Subgraph {
         let patch = w.first();
         let target = Target {
             weight: patch.weight.name,
@@ -73,6 +87,19 @@ impl Fit {
             Particles::Scalar(d) => decode::emit(&target, d, self.granularity, names, shared_table),
             Particles::Scaled(grid) => scaled::emit(&target, grid, names),
             Particles::Vector(d) => vector::emit(&target, d, names),
+            Particles::Subspace(d) => {
+                let readers: Vec<_> = w
+                    .patches
+                    .iter()
+                    .map(|p| (p.node, graph.node(p.node)))
+                    .collect();
+                match self.lut {
+                    Some(gather) if readers.iter().all(|(_, n)| lut::replaces(n)) => {
+                        lut::emit(&target, d, &readers, graph.opset, gather, names)
+                    }
+                    _ => subspace::emit(&target, d, names),
+                }
+            }
         }
     }
 }
@@ -115,7 +142,14 @@ pub fn fit_values(
     }
     let matrix = matrix(w, values);
     let setting = w.setting(config);
-    let (particles, granularity, bits) = if config.uses_vectors() {
+    let (particles, granularity, bits) = if config.uses_subspaces() {
+        let inputs = matrix.channels_and_inputs().1;
+        if !inputs.is_multiple_of(config.dim) {
+            return Err(SkipReason::NotDivisible(name, inputs, config.dim));
+        }
+        let d = decompose_subspaces(&matrix, config.dim, config.bits, 0);
+        (Particles::Subspace(d), Granularity::Tensor, config.bits)
+    } else if config.uses_vectors() {
         let inputs = matrix.channels_and_inputs().1;
         if !inputs.is_multiple_of(config.dim) {
             return Err(SkipReason::NotDivisible(name, inputs, config.dim));
@@ -146,6 +180,7 @@ pub fn fit_values(
         Particles::Scalar(d) => d.codebooks.clone(),
         Particles::Vector(d) => d.stages.iter().map(|s| s.codebook.clone()).collect(),
         Particles::Scaled(g) => vec![g.grid.clone()],
+        Particles::Subspace(d) => vec![d.codebooks.clone()],
     };
     let codebook_type = config
         .codebook_type
@@ -162,6 +197,7 @@ pub fn fit_values(
         Particles::Scalar(d) => d.squared_error(&matrix, granularity, round),
         Particles::Vector(d) => squared_error(d.decoded(&matrix, round)),
         Particles::Scaled(g) => squared_error(g.decoded(&matrix, |v| patch.float_type.round(v))),
+        Particles::Subspace(d) => squared_error(d.decoded(&matrix, round)),
     };
     let signal = values.iter().map(|a| a * a).sum();
     Ok(Fit {
@@ -171,6 +207,7 @@ pub fn fit_values(
         codebook_type,
         sse,
         signal,
+        lut: (config.form == Form::Lut).then_some(config.lut_gather),
     })
 }
 

@@ -54,7 +54,7 @@ pub fn relations(model: &ModelProto, config: &Config) -> Result<RelationGraph> {
     config.validate()?;
     let graph = Graph::new(model)?;
     let mut plan = plan(&graph, config);
-    let mut relations = relate(&mut plan, config, config.share != Share::None)?;
+    let mut relations = relate(&mut plan, config, config.ties_weights())?;
     if let Share::Alike(tolerance) = config.share {
         alike_groups(&plan, config, tolerance, &mut relations)?;
     }

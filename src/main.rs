@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sora_onnx::calibration::{Calibration, CalibrationSource};
-use sora_onnx::config::{CodebookType, GranularityChoice, Share};
+use sora_onnx::config::{CodebookType, Form, GranularityChoice, LutGather, Share};
 use sora_onnx::inspect::relations;
 use sora_onnx::onnx::external::model_dir;
 use sora_onnx::onnx::proto::ModelProto;
@@ -163,6 +163,21 @@ struct ParticleArgs {
     /// weights for a 0.0011 lower sentence cosine, and 0.1 pairs none).
     #[arg(long, value_name = "F", default_value_t = 0.2)]
     alike_error: f64,
+    /// What rewritten MatMul/Gemm nodes compute: decode (rebuild the weight; runtimes
+    /// fold it back to dense at load) or lut (per-subspace dot products gathered and
+    /// summed: the weight stays compressed in memory at run time, at a latency cost;
+    /// needs --dim D dividing the inputs, one codebook per subspace of D inputs).
+    #[arg(long, value_enum, default_value_t = FormArg::Decode)]
+    form: FormArg,
+    /// One codebook per subspace of --dim inputs, shared by all output channels, in
+    /// the decode form: the particles --form lut uses.
+    #[arg(long)]
+    subspaces: bool,
+    /// How --form lut reads the dot products: rows (one Gather of whole rows; fastest
+    /// from a few input rows up) or elements (GatherElements; fastest for a single
+    /// input row in onnxruntime, but holds an index per row at run time).
+    #[arg(long, value_enum, default_value_t = LutGatherArg::Rows)]
+    lut_gather: LutGatherArg,
     /// Op types whose weights are rewritten, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Gather,Conv")]
     ops: Vec<String>,
@@ -221,6 +236,18 @@ enum ShareArg {
     None,
     Identical,
     Alike,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormArg {
+    Decode,
+    Lut,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LutGatherArg {
+    Rows,
+    Elements,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -325,6 +352,15 @@ impl ParticleArgs {
                 ShareArg::None => Share::None,
                 ShareArg::Identical => Share::Identical,
                 ShareArg::Alike => Share::Alike(self.alike_error),
+            },
+            form: match self.form {
+                FormArg::Decode => Form::Decode,
+                FormArg::Lut => Form::Lut,
+            },
+            subspaces: self.subspaces,
+            lut_gather: match self.lut_gather {
+                LutGatherArg::Rows => LutGather::Rows,
+                LutGatherArg::Elements => LutGather::Elements,
             },
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,

@@ -51,7 +51,7 @@ pub fn rewrite_calibrated(
     let start = Instant::now();
     let graph = Graph::new(model)?;
     let mut plan = plan(&graph, config);
-    let mut relations = relate(&mut plan, config, config.share != Share::None)?;
+    let mut relations = relate(&mut plan, config, config.ties_weights())?;
     let groups = match config.share {
         Share::Alike(tolerance) => alike_groups(&plan, config, tolerance, &mut relations)?,
         _ => Vec::new(),
@@ -111,7 +111,7 @@ pub fn rewrite_calibrated(
                 }
             };
             let table = group.and_then(|g| shared_tables[g].clone());
-            let mut subgraph = fit.emit(w, &mut names, table.as_deref());
+            let mut subgraph = fit.emit(w, &graph, &mut names, table.as_deref());
             if let Some(g) = group
                 && shared_tables[g].is_none()
             {
@@ -237,6 +237,7 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
         ),
         Particles::Vector(d) => (d.stages.len(), d.particles(), 0, d.dim, 0.0),
         Particles::Scaled(g) => (1, g.grid.len(), 0, 1, 0.0),
+        Particles::Subspace(d) => (d.subspaces, d.particles, 0, d.dim, 0.0),
     };
     TensorReport {
         name: patch.weight.name.to_string(),
@@ -273,6 +274,7 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
         bytes_after,
         kmeans: match (&fit.particles, sse_bound > 0.0) {
             (Particles::Vector(d), _) if d.dim > 1 => KmeansMethod::Lloyd,
+            (Particles::Subspace(d), _) if d.dim > 1 => KmeansMethod::Lloyd,
             (Particles::Scaled(_), _) => KmeansMethod::ScaledGrid,
             (_, true) => KmeansMethod::Histogram,
             _ => KmeansMethod::Exact,
@@ -339,7 +341,8 @@ impl Edits {
 
     /// The decode subgraph goes just before the first reader of the weight or of its
     /// ties; their constants (initializers or Constant nodes) leave the model; every
-    /// reader reads the decoded value, a transposed tie its Transpose (`tie_outputs`).
+    /// reader reads the decoded value, a transposed tie its Transpose (`tie_outputs`),
+    /// and a reader the subgraph replaces (the LUT form) gives way to its replacement.
     fn add(&mut self, graph: &Graph, w: &WeightPlan, subgraph: Subgraph, tie_outputs: &[String]) {
         let scope = w.first().weight.scope;
         let readers = std::iter::once((w.first().weight, &w.patches, &subgraph.output)).chain(
@@ -353,10 +356,18 @@ impl Edits {
         self.count += 1;
         for (weight, patches, output) in readers {
             for p in patches {
+                first = first.min(graph.ancestor_in(p.node, scope));
+                let replaced = subgraph.replacements.iter().find(|r| r.node == p.node);
+                if let Some(r) = replaced {
+                    let edits = self.scope(graph, p.node.scope);
+                    edits
+                        .insertions
+                        .push((p.node.index, order, true, r.nodes.clone()));
+                    continue;
+                }
                 let path = graph.scopes[p.node.scope].path.clone();
                 self.rewires
                     .push((path, p.node.index, p.slot, output.clone()));
-                first = first.min(graph.ancestor_in(p.node, scope));
             }
             let edits = self.scope(graph, scope);
             edits.removed_names.insert(weight.name.to_string());
@@ -414,9 +425,11 @@ impl Edits {
             .sort_by_key(|(_, e)| std::cmp::Reverse(e.path.len()));
         for (_, mut edits) in self.scopes {
             let g = graph_at(model, &edits.path);
+            // Last position first; at one position a replaced node before the nodes
+            // inserted ahead of it.
             edits
                 .insertions
-                .sort_by_key(|&(pos, order, _, _)| std::cmp::Reverse((pos, order)));
+                .sort_by_key(|&(pos, order, replace, _)| std::cmp::Reverse((pos, order, replace)));
             for (pos, _, replace, nodes) in edits.insertions {
                 g.node.splice(pos..pos + usize::from(replace), nodes);
             }

@@ -138,7 +138,7 @@ pub fn measure(
                     .settings
                     .insert(patch.weight.name.to_string(), setting);
                 let fit = fit_values(w, &values, &config, None).ok()?;
-                let bytes = fit.emit(w, &mut names.clone(), None).stored_bytes();
+                let bytes = fit.emit(w, graph, &mut names.clone(), None).stored_bytes();
                 let decoded = fit.decoded(&matrix(w, &values), patch.float_type);
                 Some(probed.swapped(&decoded).map(|t| (setting, bytes, t)))
             })

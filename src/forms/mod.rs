@@ -3,13 +3,15 @@
 //! index unpacking, reshaping back to the weight's dims.
 
 pub mod decode;
+pub mod lut;
 pub mod scaled;
+pub mod subspace;
 pub mod vector;
 
 use prost::Message;
 
 use crate::builder::{attr_int, node};
-use crate::graph::Names;
+use crate::graph::{Names, NodeId};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_tensor, i32_tensor, i64_tensor, u8_tensor};
@@ -42,11 +44,24 @@ pub struct Subgraph {
     pub nodes: Vec<NodeProto>,
     /// Initializers they read.
     pub initializers: Vec<TensorProto>,
-    /// Name of the value computed: the decoded weight.
+    /// Name of the value computed: the decoded weight (empty when every reader is
+    /// replaced instead).
     pub output: String,
     /// The particle table initializer this subgraph stored, which other weights of an
     /// alike group read instead of storing their own.
     pub table: Option<String>,
+    /// Readers replaced as a whole (the LUT form): they do not read `output`.
+    pub replacements: Vec<Replacement>,
+}
+
+/// The nodes that take the place of one reader of the weight; the last computes the
+/// reader's output under its name.
+#[derive(Clone, Debug)]
+pub struct Replacement {
+    /// The reader replaced.
+    pub node: NodeId,
+    /// Nodes, in execution order; the initializers they read are the subgraph's.
+    pub nodes: Vec<NodeProto>,
 }
 
 impl Subgraph {
@@ -63,15 +78,23 @@ impl Subgraph {
 /// Emits nodes and initializers with fresh names derived from the weight's name.
 pub(crate) struct Emitter<'a> {
     base: &'a str,
+    /// Middle part of node names: `{base}.{role}/{op}`.
+    role: &'static str,
     names: &'a mut Names,
     out: Subgraph,
 }
 
 impl<'a> Emitter<'a> {
-    /// An emitter for the weight `base`.
+    /// An emitter for the weight `base`, naming nodes `{base}.decode/{op}`.
     pub(crate) fn new(base: &'a str, names: &'a mut Names) -> Self {
+        Self::with_role(base, "decode", names)
+    }
+
+    /// An emitter for the weight `base`, naming nodes `{base}.{role}/{op}`.
+    pub(crate) fn with_role(base: &'a str, role: &'static str, names: &'a mut Names) -> Self {
         Emitter {
             base,
+            role,
             names,
             out: Subgraph::default(),
         }
@@ -109,11 +132,38 @@ impl<'a> Emitter<'a> {
         attributes: Vec<AttributeProto>,
     ) -> String {
         let output = self.names.fresh(&format!("{}.{suffix}", self.base));
-        let name = self.names.fresh(&format!("{}.decode/{op}", self.base));
+        self.op_to(op, inputs, &output, attributes);
+        output
+    }
+
+    /// Emits `op` computing the value named `output` (a name the model already uses).
+    pub(crate) fn op_to(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attributes: Vec<AttributeProto>,
+    ) {
+        let name = self
+            .names
+            .fresh(&format!("{}.{}/{op}", self.base, self.role));
         self.out
             .nodes
-            .push(node(op, &name, inputs, &[&output], attributes));
-        output
+            .push(node(op, &name, inputs, &[output], attributes));
+    }
+
+    /// Number of nodes emitted so far.
+    pub(crate) fn emitted(&self) -> usize {
+        self.out.nodes.len()
+    }
+
+    /// Moves the nodes emitted since the first `since` out, to replace `reader`.
+    pub(crate) fn replace(&mut self, reader: NodeId, since: usize) {
+        let nodes = self.out.nodes.split_off(since);
+        self.out.replacements.push(Replacement {
+            node: reader,
+            nodes,
+        });
     }
 }
 

@@ -7,6 +7,7 @@ pub mod codebook;
 pub mod kmeans1d;
 pub mod pack;
 pub mod scaled;
+pub mod subspace;
 pub mod vector;
 
 use rayon::prelude::*;

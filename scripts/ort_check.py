@@ -250,6 +250,11 @@ def built(binary, work):
         compare_lut(binary, work, f"lut_{gather}_fp16", matmul(dtype=TensorProto.FLOAT16), ["--dim", "4", "--bits", "4", *lut])
     f32 = ["--bits", "4", "--codebook-type", "f32"]
     compare_built(binary, work, "matmul_f32_codebook", matmul(), f32, exact=False)
+    # Calibrated: bias correction adds an Add after a MatMul with no bias, and folds
+    # into Gemm's C; --target-bits allocates bits per weight.
+    calibrated = ["--bits", "4", "--calibration-random", "4"]
+    compare_built(binary, work, "matmul_bias_corrected", matmul(), calibrated, exact=False)
+    compare_built(binary, work, "gemm_target_bits", gemm(), [*calibrated, "--target-bits", "4"], exact=False)
 
 
 # ---- real models ---------------------------------------------------------------
@@ -282,6 +287,22 @@ def minilm(binary, work):
         cos = (ref * emb).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(emb, axis=1)
         size = dst.stat().st_size
         report(f"minilm_l3 --bits {bits} {' '.join(flags)}", cos.mean() >= floor, f"mean cosine {cos.mean():.4f} (min {cos.min():.4f}, floor {floor}), {size} bytes")
+
+
+def minilm_preset(binary, work, preset, bits_limit, floor):
+    """A preset calibrated on the 64 calibration sentences, scored on the 200 others."""
+    src = FIXTURES / "models" / "minilm_l3.onnx"
+    dst, report_path = work / f"minilm_l3_{preset}.onnx", work / f"minilm_l3_{preset}.json"
+    ids, mask = sentences()
+    ref = session(src).run(["461"], {"input_ids": ids, "attention_mask": mask})[0]
+    calibration = FIXTURES / "sentences" / "minilm_calib.npz"
+    rewrite(binary, src, dst, "--ops", "MatMul,Gemm", "--preset", preset, "--calibration", str(calibration), "--report", str(report_path))
+    check_model(dst)
+    bits = json.loads(report_path.read_text())["bits_per_weight"]
+    emb = session(dst).run(["461"], {"input_ids": ids, "attention_mask": mask})[0]
+    cos = (ref * emb).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(emb, axis=1)
+    ok = bits <= bits_limit and cos.mean() >= floor
+    report(f"minilm_l3 --ops MatMul,Gemm --preset {preset}", ok, f"{bits:.3f} bits/weight (limit {bits_limit}), mean cosine {cos.mean():.4f} (floor {floor})")
 
 
 def magika(binary, work):
@@ -334,6 +355,7 @@ def main():
     wakeword(binary, work)
     magika(binary, work)
     minilm(binary, work)
+    minilm_preset(binary, work, "quality", 4.0, 0.99)
     int8(binary, work)
     lossless_int8(binary, work)
     if FAILURES:

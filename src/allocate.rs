@@ -137,8 +137,10 @@ mod tests {
             choices(&[(1_000_000, 1.0), (2_000_001, 0.1)]),
             choices(&[(1_000_000, 1.0), (2_000_001, 0.2)]),
         ];
-        let chosen = allocate(&items, 3_000_001).unwrap();
-        assert_eq!(chosen, vec![1, 0]);
+        // Units of 92 bytes: the choices cost 10870 + 21740 units; 3_000_300 bytes
+        // hold 32611 units. At 3_000_001 bytes (32608 units) the rounding loses them.
+        assert_eq!(allocate(&items, 3_000_300), Some(vec![1, 0]));
+        assert_eq!(allocate(&items, 3_000_001), Some(vec![0, 0]));
         assert_eq!(allocate(&items, 4_000_001), Some(vec![1, 0]));
         assert_eq!(allocate(&items, 5_000_000), Some(vec![1, 1]));
         assert_eq!(allocate(&items, 1_999_999), None);

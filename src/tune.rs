@@ -9,10 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::allocate::{Choice, allocate};
 use crate::calibration::Calibration;
-use crate::config::{Config, Setting};
+use crate::config::{Config, Setting, Share};
 use crate::error::{Error, Result};
+use crate::fit::fit_values;
 use crate::graph::Graph;
 use crate::onnx::proto::ModelProto;
+use crate::onnx::tensor::float_values;
 use crate::plan::plan;
 use crate::probe::Probe;
 use crate::prove::{ProofConfig, Validation, validate};
@@ -46,7 +48,7 @@ pub fn calibrate(
     config.validate()?;
     let graph = Graph::new(model)?;
     let mut plan = plan(&graph, config);
-    relate(&mut plan, config, true)?;
+    relate(&mut plan, config, config.share != Share::None)?;
     let probe = Probe::new(model, &graph, &plan.weights, &calibration, true)?;
     let stats = gather_stats(&probe, &calibration, config.compensate)?;
     let mut runs = calibration.samples.len();
@@ -122,20 +124,26 @@ pub fn rewrite_to_bits(
     calibrated: &Calibrated,
     target_bits: f64,
 ) -> Result<Rewritten> {
-    let common = rewrite_calibrated(model, config, None)?;
     let measured: HashMap<&str, &Curve> = calibrated
         .curves
         .iter()
         .map(|c| (c.weight.as_str(), c))
         .collect();
-    let elements: usize = common.report.tensors.iter().map(|t| t.elements).sum();
-    let fixed: usize = common
-        .report
-        .tensors
-        .iter()
-        .filter(|t| !measured.contains_key(t.name.as_str()))
-        .map(|t| t.bytes_after)
-        .sum();
+    let graph = Graph::new(model)?;
+    let mut plan = plan(&graph, config);
+    relate(&mut plan, config, config.share != Share::None)?;
+    let names = graph.names();
+    let (mut elements, mut fixed) = (0, 0);
+    for w in &plan.weights {
+        elements += w.elements();
+        if measured.contains_key(w.first().weight.name) {
+            continue;
+        }
+        let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
+        if let Ok(fit) = fit_values(w, &values, config, None) {
+            fixed += fit.emit(w, &graph, &mut names.clone(), None).stored_bytes();
+        }
+    }
     let target = (target_bits * elements as f64 / 8.0).floor() as usize;
     let mut budget = target.saturating_sub(fixed);
     for _ in 0..4 {

@@ -14,6 +14,9 @@
 //! 2. **Refit**: with the assignment fixed, every codebook's values move to the exact
 //!    minimum of the output error over them (a `K x K` linear system), one codebook after
 //!    another, so the output error never rises.
+//!
+//! Rounding again with the refitted codebooks and refitting again is a further round;
+//! [`compensate`] runs a few and keeps the best.
 
 use std::ops::Range;
 
@@ -227,8 +230,8 @@ fn hessian_times(h: &[f64], n: usize, e: &[f64], m: usize) -> Vec<f64> {
     out
 }
 
-/// The rounding feedback: `coef[i * n + k] = R[k,i] / R[i,i]` for `k < i`, where the
-/// damped `H = R Rᵀ`.
+/// The rounding feedback: `coef[i * n + k] = R[k,i] / R[i,i]` for `k < i` (the
+/// diagonal holds `R[i,i]`), where the damped `H = R Rᵀ`.
 struct Feedback {
     n: usize,
     coef: Vec<f64>,
@@ -262,24 +265,36 @@ impl Feedback {
         let mut fraction = damping.max(0.0);
         for _ in 0..=DAMPING_TRIES {
             if let Some(l) = cholesky(n, reversed, fraction * mean) {
-                return Some(Feedback::from_reversed_factor(n, &l));
+                return Some(Feedback::from_reversed_factor(n, l));
             }
             fraction = (fraction * 10.0).max(1e-6);
         }
         None
     }
 
-    /// `R[k,i] = L[n-1-k, n-1-i]` for the lower factor `L` of the reversed `H`.
-    fn from_reversed_factor(n: usize, l: &[f64]) -> Self {
-        let mut coef = vec![0.0; n * n];
-        for i in 0..n {
-            let ri = n - 1 - i;
-            let diagonal = l[ri * n + ri];
-            for k in 0..i {
-                coef[i * n + k] = l[(n - 1 - k) * n + ri] / diagonal;
+    /// `R[k,i] = L[n-1-k, n-1-i]` for the lower factor `L` of the reversed `H`: `L`
+    /// mirrored about its anti-diagonal (in place, which keeps it lower triangular),
+    /// then every row divided by its diagonal.
+    fn from_reversed_factor(n: usize, mut l: Vec<f64>) -> Self {
+        for a in 0..n {
+            for b in 0..=a {
+                let (i, k) = (n - 1 - b, n - 1 - a);
+                if (i, k) > (a, b) {
+                    l.swap(a * n + b, i * n + k);
+                }
             }
         }
-        Feedback { n, coef }
+        for row in l
+            .chunks_mut(n.max(1))
+            .enumerate()
+            .map(|(i, row)| &mut row[..=i])
+        {
+            let (before, diagonal) = row.split_at_mut(row.len() - 1);
+            for c in before {
+                *c /= diagonal[0];
+            }
+        }
+        Feedback { n, coef: l }
     }
 
     /// Rounds the inputs-major `weights` input after input into `books`; returns the
@@ -788,6 +803,10 @@ mod tests {
                         one < 0.8 * nearest,
                         "axis {axis} {g} {bits} bits: {one} vs {nearest}"
                     );
+                    if bits == 2 {
+                        let again = compensate(&m, g, bits, &case.hessian, 0.01);
+                        assert_eq!(case.error_of(&again, g), compensated);
+                    }
                     // Further rounds keep the best; per channel they find a better one.
                     assert!(compensated <= one, "{g} {bits}: {compensated} vs {one}");
                     if g == Granularity::Channel {

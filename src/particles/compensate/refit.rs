@@ -41,7 +41,7 @@ pub(super) fn refit(
     } else {
         ((1 << 15) / (k * k)).clamp(1, m.max(1))
     };
-    let mut systems = vec![0.0; chunk.max(COPIES) * k * k];
+    let mut systems = vec![0.0; (chunk.max(COPIES) * k * k).next_power_of_two()];
     let mut gradients = vec![0.0; chunk.max(COPIES) * k];
     let mut delta = vec![
         0.0;
@@ -58,17 +58,16 @@ pub(super) fn refit(
             let inputs = block * layout.block..((block + 1) * layout.block).min(n);
             let slots = if layout.tensor { 1 } else { width };
             let copies = if layout.tensor { COPIES } else { width };
-            let system = &mut systems[..copies * k * k];
-            let gradient = &mut gradients[..copies * k];
             accumulate(
                 layout,
                 hessian,
                 index,
                 &product,
                 (&channels, &inputs),
-                system,
-                gradient,
+                (&mut systems, &mut gradients, k),
             );
+            let system = &mut systems[..copies * k * k];
+            let gradient = &mut gradients[..copies * k];
             if layout.tensor {
                 fold_copies(system, k * k);
                 fold_copies(gradient, k);
@@ -132,23 +131,24 @@ fn pass_on(
 }
 
 /// Sums a pass's pair sums of `H` (see [`symmetrize`]) and gradients `Σ Aᵀ H e` into
-/// one system per channel, or for the tensor codebook into [`COPIES`] systems that
-/// consecutive channels take in turn.
+/// one `k x k` system per channel, or for the tensor codebook into [`COPIES`] systems
+/// that consecutive channels take in turn; `system.len()` is a power of two.
 fn accumulate(
     layout: &Layout,
     hessian: &[f64],
     index: &[u8],
     product: &[f64],
     (channels, inputs): (&Range<usize>, &Range<usize>),
-    system: &mut [f64],
-    gradient: &mut [f64],
+    (system, gradient, k): (&mut [f64], &mut [f64], usize),
 ) {
     let (n, m) = (layout.inputs, layout.channels);
-    let k = system.len() / gradient.len();
     let slot = |s: usize| if layout.tensor { s % COPIES } else { s };
     system.fill(0.0);
     gradient.fill(0.0);
     let mut base = vec![0usize; channels.len()];
+    // Every position is below the length, a power of two: masking spares bounds checks.
+    let mask = system.len() - 1;
+    let system = &mut system[..=mask];
     for p in inputs.clone() {
         let ap = &index[p * m + channels.start..p * m + channels.end];
         for (s, (b, &x)) in base.iter_mut().zip(ap).enumerate() {
@@ -162,7 +162,7 @@ fn accumulate(
             }
             let aq = &index[q * m + channels.start..q * m + channels.end];
             for (&b, &y) in base.iter().zip(aq) {
-                system[b + y as usize] += h;
+                system[(b + y as usize) & mask] += h;
             }
         }
         let row = &product[p * m + channels.start..p * m + channels.end];

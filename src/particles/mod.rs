@@ -4,6 +4,7 @@
 //! particle index per weight ([`decompose`]); indices are bit-packed by [`pack`].
 
 pub mod codebook;
+pub mod compensate;
 pub mod kmeans1d;
 pub mod pack;
 pub mod scaled;

@@ -95,8 +95,6 @@ const RECIPROCALS: usize = 1 << 16;
 #[derive(Default)]
 struct Scratch {
     prefix: Prefix,
-    /// Prefix counts as integers, when every count is whole.
-    whole: Vec<u32>,
     /// `1 / t` at `t`, grown on demand up to [`RECIPROCALS`].
     reciprocal: Vec<f64>,
     /// `D[c-1][j] - sum_sq[j]`: the part of a candidate's cost that does not depend
@@ -161,29 +159,46 @@ pub fn optimal_clusters(groups: &[Group], k: usize) -> Clusters {
 
 impl Scratch {
     /// Runs the dynamic program for `k < m = groups.len()` on the filled prefix sums and
-    /// backtracks the
-    /// first group of every cluster.
+    /// backtracks the first group of every cluster. Segment sizes are inverted by
+    /// table look-up when every count is whole (by position when every count is one).
     fn starts(&mut self, groups: &[Group], k: usize) -> Vec<usize> {
         let m = groups.len();
         let total = self.prefix.count[m];
-        let whole = total <= RECIPROCALS as f64 && groups.iter().all(|g| g.count.fract() == 0.0);
-        if whole {
-            self.whole.clear();
-            self.whole
-                .extend(self.prefix.count.iter().map(|&n| n as u32));
-            let need = total as usize + 1;
-            if self.reciprocal.len() < need {
-                self.reciprocal = (0..need).map(|t| 1.0 / t as f64).collect();
-            }
+        if total > RECIPROCALS as f64 || groups.iter().any(|g| g.count.fract() != 0.0) {
+            let counts = self.prefix.count.clone();
+            return self.program(k, &Fractional(&counts));
         }
+        let need = total as usize + 1;
+        if self.reciprocal.len() < need {
+            self.reciprocal = (0..need).map(|t| 1.0 / t as f64).collect();
+        }
+        let reciprocal = std::mem::take(&mut self.reciprocal);
+        let starts = if total == m as f64 {
+            self.program(k, &Unit(&reciprocal))
+        } else {
+            let counts: Vec<u32> = self.prefix.count.iter().map(|&n| n as u32).collect();
+            self.program(
+                k,
+                &Whole {
+                    counts: &counts,
+                    reciprocal: &reciprocal,
+                },
+            )
+        };
+        self.reciprocal = reciprocal;
+        starts
+    }
+
+    /// The layers of the program over the `m` groups of the prefix sums.
+    fn program(&mut self, k: usize, inverse: &impl Inverse) -> Vec<usize> {
         let Scratch {
             prefix,
-            whole: counts,
-            reciprocal,
             base,
             cost,
             split,
+            ..
         } = self;
+        let m = prefix.sum.len() - 1;
         let width = m + 1;
         cost.clear();
         cost.resize(width, f64::INFINITY);
@@ -214,11 +229,7 @@ impl Scratch {
             if c == k {
                 // Only D[k][m] is needed; opt[k][m] >= opt[k-1][m] >= opt[k-1][m-1].
                 let from = layer.floor(m - 1, c - 1);
-                let (d, j) = if whole {
-                    layer.best(&Whole { counts, reciprocal }, m, from, m - 1)
-                } else {
-                    layer.best(&Fractional(&prefix.count), m, from, m - 1)
-                };
+                let (d, j) = layer.best(inverse, m, from, m - 1);
                 cost[m] = d + prefix.sum_sq[m];
                 this[m] = j as u32;
                 break;
@@ -239,11 +250,7 @@ impl Scratch {
                 from: layer.floor(first, c - 1),
                 to: top - 1,
             };
-            if whole {
-                layer.solve(&Whole { counts, reciprocal }, rows, cost, this);
-            } else {
-                layer.solve(&Fractional(&prefix.count), rows, cost, this);
-            }
+            layer.solve(inverse, rows, cost, this);
             for (d, sq) in cost[first..=top].iter_mut().zip(&prefix.sum_sq[first..]) {
                 *d += sq;
             }
@@ -262,6 +269,16 @@ impl Scratch {
 /// `1 / (count[i] - count[j])`, the inverse size of the segment `j..i`.
 trait Inverse {
     fn inverse(&self, i: usize, j: usize) -> f64;
+}
+
+/// Every count one: the segment size is the difference of positions.
+struct Unit<'a>(&'a [f64]);
+
+impl Inverse for Unit<'_> {
+    #[inline(always)]
+    fn inverse(&self, i: usize, j: usize) -> f64 {
+        self.0[i - j]
+    }
 }
 
 /// Whole counts: a table look-up.

@@ -356,13 +356,18 @@ impl Layer<'_> {
         if rows.lo > rows.hi {
             return;
         }
+        if rows.from == rows.to {
+            // One candidate left: every row takes it, with no further splitting.
+            for i in rows.lo..=rows.hi {
+                cost[i] = self.best(inverse, i, rows.from, rows.from).0;
+                split[i] = rows.from as u32;
+            }
+            return;
+        }
         let mid = rows.lo + (rows.hi - rows.lo) / 2;
-        let (d, j) = self.best(
-            inverse,
-            mid,
-            self.floor(mid, rows.from),
-            rows.to.min(mid - 1),
-        );
+        let hi = rows.to.min(mid - 1);
+        // The bounds agree in exact arithmetic; rounding must not empty the range.
+        let (d, j) = self.best(inverse, mid, self.floor(mid, rows.from).min(hi), hi);
         cost[mid] = d;
         split[mid] = j as u32;
         if mid > rows.lo {

@@ -7,6 +7,13 @@
 //! so the best `j` never decreases with `i`, and each layer is solved by divide and
 //! conquer in `O(m log m)`: `O(k m log m)` in all for `m` points. Points carry weights
 //! (run lengths of equal values, or histogram bins) and `sse` is exact for them.
+//!
+//! Two exact bounds cut the work by about a quarter on real weight channels (384
+//! values, `k = 16`): a split is never below the previous layer's split of the same
+//! row, and rows that no path to `D[k][m]` can reach are skipped. What remains is
+//! about 9 scans and 70 candidate costs per weight; the alternatives measured (SMAWK,
+//! Knuth's decreasing-row order, several accumulators, vectorised scans) were
+//! slower.
 
 /// A run of the sorted input summarised by its count, sum and sum of squares.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

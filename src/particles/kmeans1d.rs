@@ -220,8 +220,10 @@ impl Scratch {
         for c in 2..=k {
             // Rows of layer c are i in [c, m - k + c]: every later cluster needs a group.
             let top = m - k + c;
-            for j in c - 1..top {
-                base[j] = cost[j] - prefix.sum_sq[j];
+            let rows = c - 1..top;
+            let previous = cost[rows.clone()].iter().zip(&prefix.sum_sq[rows.clone()]);
+            for (b, (d, sq)) in base[rows].iter_mut().zip(previous) {
+                *b = d - sq;
             }
             let (done, this) = split.split_at_mut(c * width);
             let lower = &done[(c - 1) * width..];

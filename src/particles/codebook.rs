@@ -47,8 +47,7 @@ pub fn fit_codebook(values: &[f64], k: usize) -> Codebook {
     }
     // The dynamic program sums values around their mean, for precision.
     let shift = values.iter().sum::<f64>() / values.len() as f64;
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable_by(f64::total_cmp);
+    let sorted = sorted(values);
     let exact = count_runs(&sorted) <= exact_limit(k);
     let distinct = if exact { runs(&sorted) } else { Vec::new() };
     let (groups, upper, sse_bound) = if exact {
@@ -94,9 +93,27 @@ pub fn fit_codebook(values: &[f64], k: usize) -> Codebook {
 
 /// Number of distinct values in `values`.
 pub fn distinct_count(values: &[f64]) -> usize {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable_by(f64::total_cmp);
-    count_runs(&sorted)
+    count_runs(&sorted(values))
+}
+
+/// `values` in the order of [`f64::total_cmp`], sorted as integer keys (a plain
+/// integer sort is about twice as fast as sorting by `total_cmp`).
+fn sorted(values: &[f64]) -> Vec<f64> {
+    // Flipping every bit of a negative and the sign bit of a positive orders the bit
+    // patterns as `total_cmp` orders the values; the same flip undone restores them.
+    let flip = |bits: u64| bits ^ ((((bits as i64) >> 63) as u64) | (1 << 63));
+    let unflip = |key: u64| {
+        if key >> 63 == 1 {
+            key ^ (1 << 63)
+        } else {
+            !key
+        }
+    };
+    let mut keys: Vec<u64> = values.iter().map(|v| flip(v.to_bits())).collect();
+    keys.sort_unstable();
+    keys.into_iter()
+        .map(|k| f64::from_bits(unflip(k)))
+        .collect()
 }
 
 /// Number of distinct values of a sorted slice.
@@ -184,6 +201,28 @@ mod tests {
             sse += (v - p) * (v - p);
         }
         assert!((sse - book.sse).abs() < 1e-6 * sse.max(1.0));
+    }
+
+    #[test]
+    fn integer_keys_sort_as_total_cmp() {
+        let values = [
+            3.5,
+            -0.0,
+            0.0,
+            -2.0,
+            f64::MIN_POSITIVE,
+            -1e300,
+            1e300,
+            -f64::MIN_POSITIVE,
+        ];
+        let mut expected = values.to_vec();
+        expected.sort_by(f64::total_cmp);
+        let got = sorted(&values);
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            expected.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(distinct_count(&values), 7);
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! so the best `j` never decreases with `i`, and each layer is solved by divide and
 //! conquer in `O(m log m)`: `O(k m log m)` in all for `m` points. Points carry weights
 //! (run lengths of equal values, or histogram bins) and `sse` is exact for them.
+//!
+//! Two exact bounds cut the work by about a quarter on real weight channels (384
+//! values, `k = 16`): a split is never below the previous layer's split of the same
+//! row, and rows that no path to `D[k][m]` can reach are skipped. What remains is
+//! about 9 scans and 70 candidate costs per weight; the alternatives measured (SMAWK,
+//! Knuth's decreasing-row order, several accumulators, vectorised scans) were
+//! slower.
 
 /// A run of the sorted input summarised by its count, sum and sum of squares.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -48,45 +55,78 @@ pub struct Clusters {
     pub sse: f64,
 }
 
-/// Prefix sums over the groups (entry `i` sums groups `0..i`): segment costs in O(1).
-struct Prefix(Vec<Group>);
+/// Prefix sums over the groups (entry `i` sums groups `0..i`) as separate arrays, so
+/// that the scan over split points reads three contiguous slices.
+#[derive(Default)]
+struct Prefix {
+    count: Vec<f64>,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+}
 
 impl Prefix {
-    fn new(groups: &[Group]) -> Self {
+    fn fill(&mut self, groups: &[Group]) {
         let mut acc = Group::default();
-        let mut sums = Vec::with_capacity(groups.len() + 1);
-        sums.push(acc);
+        for v in [&mut self.count, &mut self.sum, &mut self.sum_sq] {
+            v.clear();
+            v.push(0.0);
+        }
         for g in groups {
             acc.count += g.count;
             acc.sum += g.sum;
             acc.sum_sq += g.sum_sq;
-            sums.push(acc);
+            self.count.push(acc.count);
+            self.sum.push(acc.sum);
+            self.sum_sq.push(acc.sum_sq);
         }
-        Prefix(sums)
     }
 
     /// Squared error of groups `a..b` around their mean (`a < b`).
     fn sse(&self, a: usize, b: usize) -> f64 {
-        segment_sse(&self.0[a], &self.0[b])
+        let count = self.count[b] - self.count[a];
+        let sum = self.sum[b] - self.sum[a];
+        (self.sum_sq[b] - self.sum_sq[a] - sum * sum / count).max(0.0)
     }
 
     fn mean(&self, a: usize, b: usize) -> f64 {
-        (self.0[b].sum - self.0[a].sum) / (self.0[b].count - self.0[a].count)
+        (self.sum[b] - self.sum[a]) / (self.count[b] - self.count[a])
     }
 }
 
-/// Squared error of the values between two prefix sums, around their mean.
-#[inline]
-fn segment_sse(from: &Group, to: &Group) -> f64 {
-    let count = to.count - from.count;
-    let sum = to.sum - from.sum;
-    (to.sum_sq - from.sum_sq - sum * sum / count).max(0.0)
+/// Most values whose counts the reciprocal table serves (512 KiB of `f64`); groups
+/// with fractional counts or more values in all divide instead.
+const RECIPROCALS: usize = 1 << 16;
+
+/// Buffers of the dynamic program, kept per thread so that fitting many small
+/// codebooks allocates nothing but their results.
+#[derive(Default)]
+struct Scratch {
+    prefix: Prefix,
+    /// `1 / t` at `t`, grown on demand up to [`RECIPROCALS`].
+    reciprocal: Vec<f64>,
+    /// `D[c-1][j] - sum_sq[j]`: the part of a candidate's cost that does not depend
+    /// on the row.
+    base: Vec<f64>,
+    /// `D[c][i]`, overwritten layer by layer.
+    cost: Vec<f64>,
+    /// Best split of every row of every layer, `(m + 1)` entries a layer.
+    split: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// Splits `groups` (in ascending order of value, each with a positive count) into
 /// `min(k, groups.len())` contiguous clusters with the least total squared error.
 ///
-/// Ties go to the leftmost split, so the result is deterministic.
+/// Layer `c` of the program is the row minima of `D[c-1][j] + sse(j, i)`, found by
+/// divide and conquer over rows with two bounds that keep every optimum in range:
+/// the best split never decreases along a row (Monge), nor from one layer to the next
+/// (`opt[c-1][i] <= opt[c][i]`, Knuth-Yao). Rows below the lowest one the answer can
+/// reach are skipped: that row is at least layer `c - 1`'s split iterated `k - c`
+/// times from `m`. The result is deterministic (ties go to the leftmost split of the
+/// scanned range).
 pub fn optimal_clusters(groups: &[Group], k: usize) -> Clusters {
     let m = groups.len();
     let k = k.clamp(1, m.max(1));
@@ -97,103 +137,262 @@ pub fn optimal_clusters(groups: &[Group], k: usize) -> Clusters {
             sse: 0.0,
         };
     }
-    let prefix = Prefix::new(groups);
-    // Rows of layer c are i in [c, m - (k - c)]: every later cluster needs a group.
-    let width = m - k + 1;
-    let mut previous: Vec<f64> = (1..=width).map(|i| prefix.sse(0, i)).collect();
-    let mut split_at: Vec<u32> = Vec::with_capacity((k - 1) * width);
-    for c in 2..=k {
-        let layer = Layer {
-            prefix: &prefix,
-            previous: &previous,
-            c,
-        };
-        let mut current = vec![f64::INFINITY; width];
-        let mut argmin = vec![0u32; width];
-        if c == k {
-            // Only D[k][m] is needed from the last layer.
-            let i = m;
-            let (cost, j) = layer.best(i, c - 1, i - 1);
-            current[width - 1] = cost;
-            argmin[width - 1] = j as u32;
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.prefix.fill(groups);
+        let starts = if k == m {
+            (0..m).collect()
         } else {
-            layer.solve(
-                c,
-                m - k + c,
-                c - 1,
-                m - k + c - 1,
-                &mut current,
-                &mut argmin,
-            );
+            scratch.starts(groups, k)
+        };
+        let prefix = &scratch.prefix;
+        let ends = starts.iter().skip(1).copied().chain([m]);
+        let centroids = starts
+            .iter()
+            .zip(ends.clone())
+            .map(|(&a, b)| prefix.mean(a, b))
+            .collect();
+        let sse = starts
+            .iter()
+            .zip(ends)
+            .map(|(&a, b)| prefix.sse(a, b))
+            .sum();
+        Clusters {
+            starts,
+            centroids,
+            sse,
         }
-        split_at.extend_from_slice(&argmin);
-        previous = current;
+    })
+}
+
+impl Scratch {
+    /// Runs the dynamic program for `k < m = groups.len()` on the filled prefix sums and
+    /// backtracks the first group of every cluster. Segment sizes are inverted by
+    /// table look-up when every count is whole (by position when every count is one).
+    fn starts(&mut self, groups: &[Group], k: usize) -> Vec<usize> {
+        let m = groups.len();
+        let total = self.prefix.count[m];
+        if total > RECIPROCALS as f64 || groups.iter().any(|g| g.count.fract() != 0.0) {
+            let counts = self.prefix.count.clone();
+            return self.program(k, &Fractional(&counts));
+        }
+        let need = total as usize + 1;
+        if self.reciprocal.len() < need {
+            self.reciprocal = (0..need).map(|t| 1.0 / t as f64).collect();
+        }
+        let reciprocal = std::mem::take(&mut self.reciprocal);
+        let starts = if total == m as f64 {
+            self.program(k, &Unit(&reciprocal))
+        } else {
+            let counts: Vec<u32> = self.prefix.count.iter().map(|&n| n as u32).collect();
+            self.program(
+                k,
+                &Whole {
+                    counts: &counts,
+                    reciprocal: &reciprocal,
+                },
+            )
+        };
+        self.reciprocal = reciprocal;
+        starts
     }
-    let mut starts = vec![0usize; k];
-    let mut end = m;
-    for c in (2..=k).rev() {
-        let j = split_at[(c - 2) * width + (end - c)] as usize;
-        starts[c - 1] = j;
-        end = j;
+
+    /// The layers of the program over the `m` groups of the prefix sums.
+    fn program(&mut self, k: usize, inverse: &impl Inverse) -> Vec<usize> {
+        let Scratch {
+            prefix,
+            base,
+            cost,
+            split,
+            ..
+        } = self;
+        let m = prefix.sum.len() - 1;
+        let width = m + 1;
+        cost.clear();
+        cost.resize(width, f64::INFINITY);
+        base.clear();
+        base.resize(width, f64::INFINITY);
+        split.clear();
+        split.resize((k + 1) * width, 0);
+        // Layer 1: one cluster over each prefix.
+        for (i, d) in cost.iter_mut().enumerate().take(m - k + 2).skip(1) {
+            *d = prefix.sse(0, i);
+        }
+        for c in 2..=k {
+            // Rows of layer c are i in [c, m - k + c]: every later cluster needs a group.
+            let top = m - k + c;
+            let rows = c - 1..top;
+            let previous = cost[rows.clone()].iter().zip(&prefix.sum_sq[rows.clone()]);
+            for (b, (d, sq)) in base[rows].iter_mut().zip(previous) {
+                *b = d - sq;
+            }
+            let (done, this) = split.split_at_mut(c * width);
+            let lower = &done[(c - 1) * width..];
+            let this = &mut this[..width];
+            let layer = Layer {
+                base,
+                sum: &prefix.sum,
+                lower,
+                // Layer 1 has no split: its bound is the first candidate.
+                bounded: c > 2,
+            };
+            if c == k {
+                // Only D[k][m] is needed; opt[k][m] >= opt[k-1][m] >= opt[k-1][m-1].
+                let from = layer.floor(m - 1, c - 1);
+                let (d, j) = layer.best(inverse, m, from, m - 1);
+                cost[m] = d + prefix.sum_sq[m];
+                this[m] = j as u32;
+                break;
+            }
+            // The lowest row of this layer the answer can need: opt[c'] >= opt[c-1]
+            // for every later layer c', and splits grow with the row.
+            let first = if layer.bounded {
+                (0..k - c)
+                    .fold(m, |row, _| lower[row.min(top - 1)] as usize)
+                    .max(c)
+            } else {
+                c
+            };
+            cost[c..first].fill(f64::INFINITY);
+            let rows = Rows {
+                lo: first,
+                hi: top,
+                from: layer.floor(first, c - 1),
+                to: top - 1,
+            };
+            layer.solve(inverse, rows, cost, this);
+            for (d, sq) in cost[first..=top].iter_mut().zip(&prefix.sum_sq[first..]) {
+                *d += sq;
+            }
+        }
+        let mut starts = vec![0usize; k];
+        let mut end = m;
+        for c in (2..=k).rev() {
+            let j = split[c * width + end] as usize;
+            starts[c - 1] = j;
+            end = j;
+        }
+        starts
     }
-    let centroids = (0..k)
-        .map(|c| {
-            let end = starts.get(c + 1).copied().unwrap_or(m);
-            prefix.mean(starts[c], end)
-        })
-        .collect();
-    Clusters {
-        starts,
-        centroids,
-        sse: previous[width - 1],
+}
+
+/// `1 / (count[i] - count[j])`, the inverse size of the segment `j..i`.
+trait Inverse {
+    fn inverse(&self, i: usize, j: usize) -> f64;
+}
+
+/// Every count one: the segment size is the difference of positions.
+struct Unit<'a>(&'a [f64]);
+
+impl Inverse for Unit<'_> {
+    #[inline(always)]
+    fn inverse(&self, i: usize, j: usize) -> f64 {
+        self.0[i - j]
     }
+}
+
+/// Whole counts: a table look-up.
+struct Whole<'a> {
+    counts: &'a [u32],
+    reciprocal: &'a [f64],
+}
+
+impl Inverse for Whole<'_> {
+    #[inline(always)]
+    fn inverse(&self, i: usize, j: usize) -> f64 {
+        self.reciprocal[(self.counts[i] - self.counts[j]) as usize]
+    }
+}
+
+/// Fractional counts: a division.
+struct Fractional<'a>(&'a [f64]);
+
+impl Inverse for Fractional<'_> {
+    #[inline(always)]
+    fn inverse(&self, i: usize, j: usize) -> f64 {
+        1.0 / (self.0[i] - self.0[j])
+    }
+}
+
+/// A block of rows `lo..=hi` whose best splits lie in `from..=to`.
+#[derive(Clone, Copy)]
+struct Rows {
+    lo: usize,
+    hi: usize,
+    from: usize,
+    to: usize,
 }
 
 /// One layer `c` of the dynamic program, reading layer `c - 1`.
 struct Layer<'a> {
-    prefix: &'a Prefix,
-    /// `D[c-1][i]` stored at `i - (c - 1)`.
-    previous: &'a [f64],
-    c: usize,
+    /// `D[c-1][j] - sum_sq[j]`.
+    base: &'a [f64],
+    sum: &'a [f64],
+    /// Best splits of layer `c - 1`.
+    lower: &'a [u32],
+    /// Whether `lower` holds splits (layer `c - 1` is not the first).
+    bounded: bool,
 }
 
 impl Layer<'_> {
-    /// The best split `j` in `lo..=hi` for row `i`, and its cost.
-    fn best(&self, i: usize, lo: usize, hi: usize) -> (f64, usize) {
-        let end = &self.prefix.0[i];
-        let starts = &self.prefix.0[lo..=hi];
-        let previous = &self.previous[lo - (self.c - 1)..=hi - (self.c - 1)];
+    /// The least split row `i` can have, at least `from`.
+    fn floor(&self, i: usize, from: usize) -> usize {
+        if self.bounded {
+            from.max(self.lower[i] as usize)
+        } else {
+            from
+        }
+    }
+
+    /// The best split `j` in `lo..=hi` for row `i`, and its cost less `sum_sq[i]`.
+    #[inline(always)]
+    fn best(&self, inverse: &impl Inverse, i: usize, lo: usize, hi: usize) -> (f64, usize) {
+        let end = self.sum[i];
+        let candidates = self.base[lo..=hi].iter().zip(&self.sum[lo..=hi]);
         let mut best = (f64::INFINITY, lo);
-        for (n, (start, before)) in starts.iter().zip(previous).enumerate() {
-            let cost = before + segment_sse(start, end);
+        for (j, (&base, &sum)) in (lo..).zip(candidates) {
+            let d = end - sum;
+            let cost = base - d * d * inverse.inverse(i, j);
             if cost < best.0 {
-                best = (cost, lo + n);
+                best = (cost, j);
             }
         }
         best
     }
 
-    /// Fills rows `lo..=hi` knowing their best splits lie in `opt_lo..=opt_hi`.
-    fn solve(
-        &self,
-        lo: usize,
-        hi: usize,
-        opt_lo: usize,
-        opt_hi: usize,
-        current: &mut [f64],
-        argmin: &mut [u32],
-    ) {
-        if lo > hi {
+    /// Fills `rows` by divide and conquer: the middle row's best split bounds the
+    /// splits of the rows on either side.
+    fn solve(&self, inverse: &impl Inverse, rows: Rows, cost: &mut [f64], split: &mut [u32]) {
+        if rows.lo > rows.hi {
             return;
         }
-        let mid = lo + (hi - lo) / 2;
-        let (cost, j) = self.best(mid, opt_lo, opt_hi.min(mid - 1));
-        current[mid - self.c] = cost;
-        argmin[mid - self.c] = j as u32;
-        if mid > lo {
-            self.solve(lo, mid - 1, opt_lo, j, current, argmin);
+        if rows.from == rows.to {
+            // One candidate left: every row takes it, with no further splitting.
+            for i in rows.lo..=rows.hi {
+                cost[i] = self.best(inverse, i, rows.from, rows.from).0;
+                split[i] = rows.from as u32;
+            }
+            return;
         }
-        self.solve(mid + 1, hi, j, opt_hi, current, argmin);
+        let mid = rows.lo + (rows.hi - rows.lo) / 2;
+        let hi = rows.to.min(mid - 1);
+        // The bounds agree in exact arithmetic; rounding must not empty the range.
+        let (d, j) = self.best(inverse, mid, self.floor(mid, rows.from).min(hi), hi);
+        cost[mid] = d;
+        split[mid] = j as u32;
+        if mid > rows.lo {
+            let below = Rows {
+                hi: mid - 1,
+                to: j,
+                ..rows
+            };
+            self.solve(inverse, below, cost, split);
+        }
+        let above = Rows {
+            lo: mid + 1,
+            from: j,
+            ..rows
+        };
+        self.solve(inverse, above, cost, split);
     }
 }
 
@@ -251,6 +450,81 @@ mod tests {
                     clusters.sse
                 );
                 assert_eq!(clusters.starts.len(), k);
+            }
+        }
+    }
+
+    /// The plain `O(k m^2)` layered program, every split of every row tried.
+    fn reference(groups: &[Group], k: usize) -> f64 {
+        let mut sums = vec![Group::default()];
+        for g in groups {
+            let last = sums[sums.len() - 1];
+            sums.push(Group {
+                count: last.count + g.count,
+                sum: last.sum + g.sum,
+                sum_sq: last.sum_sq + g.sum_sq,
+            });
+        }
+        let sse = |a: usize, b: usize| {
+            let (count, sum) = (sums[b].count - sums[a].count, sums[b].sum - sums[a].sum);
+            (sums[b].sum_sq - sums[a].sum_sq - sum * sum / count).max(0.0)
+        };
+        let m = groups.len();
+        let mut d: Vec<f64> = (0..=m)
+            .map(|i| if i == 0 { 0.0 } else { sse(0, i) })
+            .collect();
+        for c in 2..=k.min(m) {
+            d = (0..=m)
+                .map(|i| {
+                    (c - 1..i)
+                        .map(|j| d[j] + sse(j, i))
+                        .fold(f64::INFINITY, f64::min)
+                })
+                .collect();
+        }
+        d[m]
+    }
+
+    /// Checks `optimal_clusters` against [`reference`]: same least error, and starts
+    /// whose clusters have that error.
+    fn check(groups: &[Group], k: usize, what: &str) {
+        let clusters = optimal_clusters(groups, k);
+        let expected = reference(groups, k);
+        let scale = groups.iter().map(|g| g.sum_sq).sum::<f64>();
+        assert!(
+            (clusters.sse - expected).abs() <= 1e-12 * scale,
+            "{what} k {k}: {} vs reference {expected}",
+            clusters.sse
+        );
+        assert_eq!(clusters.starts.len(), k.min(groups.len()), "{what} k {k}");
+        assert!(clusters.starts.windows(2).all(|w| w[0] < w[1]), "{what}");
+    }
+
+    #[test]
+    fn matches_the_plain_program_on_random_inputs() {
+        for seed in 0..60 {
+            let n = 20 + (seed as usize * 37) % 180;
+            let distinct = sample(seed, n);
+            // Values on a coarse grid repeat: groups with counts above one, and costs
+            // that tie exactly.
+            let mut grid: Vec<f64> = distinct.iter().map(|v| (v * 4.0).round()).collect();
+            grid.dedup();
+            let repeated: Vec<Group> = grid
+                .iter()
+                .enumerate()
+                .map(|(t, &v)| Group::repeated(v, 1.0 + (t * 7 % 5) as f64))
+                .collect();
+            let fractional: Vec<Group> = distinct
+                .iter()
+                .enumerate()
+                .map(|(t, &v)| Group::repeated(v, 0.25 + (t % 3) as f64 * 0.5))
+                .collect();
+            let even: Vec<f64> = (0..n).map(|t| t as f64).collect();
+            for k in [1, 2, 3, 5, 8, 16, 33] {
+                check(&groups(&distinct), k, &format!("seed {seed} distinct"));
+                check(&repeated, k, &format!("seed {seed} repeated"));
+                check(&fractional, k, &format!("seed {seed} fractional"));
+                check(&groups(&even), k, &format!("seed {seed} evenly spaced"));
             }
         }
     }

@@ -151,6 +151,32 @@ fn main() {
     let c = calibrated(&minilm, &matmuls, "sentences/minilm_calib.npz");
     table(&minilm, &matmuls, &c, &minilm_score);
     auto(&minilm, &matmuls, &c, 0.1);
+    // The presets, as `--preset quality|small --calibration minilm_calib.npz` run them.
+    let quality = Config {
+        bias_correction: true,
+        ..matmuls.clone()
+    };
+    let start = Instant::now();
+    let out = rewrite_to_bits(&minilm, &quality, &c, 4.0).unwrap();
+    row(
+        "--preset quality",
+        &out,
+        &minilm_score,
+        start.elapsed().as_secs_f64(),
+    );
+    let small = Config {
+        compensate: true,
+        ..quality
+    };
+    let start = Instant::now();
+    let compensated = calibrated(&minilm, &small, "sentences/minilm_calib.npz");
+    let out = rewrite_to_bits(&minilm, &small, &compensated, 3.0).unwrap();
+    row(
+        "--preset small (calibration included)",
+        &out,
+        &minilm_score,
+        start.elapsed().as_secs_f64(),
+    );
 
     let (_, magika) = real_model("magika");
     let (bytes, count) = magika_inputs();

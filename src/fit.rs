@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
 use crate::graph::{Graph, Names};
 use crate::onnx::tensor::{FloatType, float_values};
+use crate::particles::compensate::compensate;
 use crate::particles::pack::packed_len;
 use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
 use crate::particles::subspace::{SubspaceDecomposition, decompose_subspaces};
@@ -113,7 +114,7 @@ pub fn fit(
     shared: Option<&[Vec<f64>]>,
 ) -> Result<Result<Fit, SkipReason>> {
     let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
-    Ok(fit_values(w, &values, config, shared))
+    Ok(fit_values(w, &values, config, shared, None))
 }
 
 /// The matrix view of a planned weight's `values`.
@@ -128,12 +129,16 @@ pub fn matrix<'a>(w: &WeightPlan, values: &'a [f64]) -> Matrix<'a> {
     }
 }
 
-/// Decomposes one weight whose `values` were read already (see [`fit`]).
+/// Decomposes one weight whose `values` were read already (see [`fit`]). With
+/// `config.compensate` and the weight's `hessian` (`H = X^T X` over its inputs, from
+/// calibration), scalar codebooks are fitted by error-compensating rounding
+/// ([`compensate`]) instead of nearest particles.
 pub fn fit_values(
     w: &WeightPlan,
     values: &[f64],
     config: &Config,
     shared: Option<&[Vec<f64>]>,
+    hessian: Option<&[f64]>,
 ) -> Result<Fit, SkipReason> {
     let patch = w.first();
     let name = patch.weight.name.to_string();
@@ -173,7 +178,11 @@ pub fn fit_values(
         )
     } else {
         let Setting { bits, granularity } = setting;
-        let d = decompose_with_outliers(&matrix, granularity, bits, config.outliers);
+        let inputs = matrix.channels_and_inputs().1;
+        let d = match hessian.filter(|h| config.compensate && h.len() == inputs * inputs) {
+            Some(h) if config.outliers == 0.0 => compensate(&matrix, granularity, bits, h, DAMPING),
+            _ => decompose_with_outliers(&matrix, granularity, bits, config.outliers),
+        };
         (Particles::Scalar(d), granularity, bits)
     };
     let tables: Vec<Vec<f64>> = match &particles {
@@ -210,6 +219,10 @@ pub fn fit_values(
         lut: (config.form == Form::Lut).then_some(config.lut_gather),
     })
 }
+
+/// Damping of `H` for error-compensating rounding: this fraction of its mean diagonal
+/// is added to the diagonal (GPTQ's usual 1%).
+const DAMPING: f64 = 0.01;
 
 /// How a weight is stored exactly under `--lossless`.
 enum Lossless {

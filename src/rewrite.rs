@@ -22,7 +22,7 @@ use crate::plan::{Plan, Skipped, WeightPlan, node_label, plan};
 use crate::relation::{alike_groups, relate};
 use crate::report::{GroupReport, KmeansMethod, Report, TensorReport};
 use crate::rules::SkipReason;
-use crate::sensitivity::Stats;
+use crate::sensitivity::{Stats, weight_hessian};
 
 /// A rewritten model and what the rewrite did.
 #[derive(Clone, Debug)]
@@ -88,7 +88,10 @@ pub fn rewrite_calibrated(
             .enumerate()
             .map(|(k, w)| {
                 let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
-                let fit = fit_values(w, &values, config, shared(offset + k));
+                let hessian = stats
+                    .filter(|_| config.compensate)
+                    .and_then(|s| weight_hessian(&graph, w, s));
+                let fit = fit_values(w, &values, config, shared(offset + k), hessian.as_deref());
                 Ok((values, fit))
             })
             .collect();

@@ -113,14 +113,15 @@ pub fn weight_hessian(graph: &Graph, w: &WeightPlan, stats: &Stats) -> Option<Ve
 }
 
 /// Measures every candidate setting of every probed weight, fitted as the rewrite
-/// will fit it (see [`fit_values`]), on the first `samples` calibration samples;
-/// `progress` ticks once per weight and sample.
+/// will fit it (see [`fit_values`]; with compensation when `stats` hold `H`), on the
+/// first `samples` calibration samples; `progress` ticks once per weight and sample.
 pub fn measure(
     graph: &Graph,
     weights: &[WeightPlan],
     config: &Config,
     probe: &Probe,
     (calibration, samples): (&Calibration, usize),
+    stats: Option<&Stats>,
     progress: &ProgressBar,
 ) -> Result<Vec<Curve>> {
     let mut curves = Vec::new();
@@ -130,6 +131,9 @@ pub fn measure(
         let values = float_values(patch.weight.tensor, None)?;
         let names = graph.names();
         let settings = candidate_settings(w);
+        let hessian = stats
+            .filter(|_| config.compensate)
+            .and_then(|s| weight_hessian(graph, w, s));
         let fits: Vec<Option<Result<Trial>>> = settings
             .par_iter()
             .map(|&setting| {
@@ -137,7 +141,7 @@ pub fn measure(
                 config
                     .settings
                     .insert(patch.weight.name.to_string(), setting);
-                let fit = fit_values(w, &values, &config, None).ok()?;
+                let fit = fit_values(w, &values, &config, None, hessian.as_deref()).ok()?;
                 let bytes = fit.emit(w, graph, &mut names.clone(), None).stored_bytes();
                 let decoded = fit.decoded(&matrix(w, &values), patch.float_type);
                 Some(probed.swapped(&decoded).map(|t| (setting, bytes, t)))

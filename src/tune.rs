@@ -69,6 +69,7 @@ pub fn calibrate(
             config,
             &probe,
             (&calibration, samples),
+            Some(&stats),
             &progress,
         )?;
         progress.finish_and_clear();
@@ -140,7 +141,7 @@ pub fn rewrite_to_bits(
             continue;
         }
         let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
-        if let Ok(fit) = fit_values(w, &values, config, None) {
+        if let Ok(fit) = fit_values(w, &values, config, None, None) {
             fixed += fit.emit(w, &graph, &mut names.clone(), None).stored_bytes();
         }
     }

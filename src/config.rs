@@ -52,6 +52,9 @@ pub struct Config {
     /// With calibration statistics, choose indices by error-compensating rounding
     /// (GPTQ-style, with `H = X^T X`) instead of nearest particles.
     pub compensate: bool,
+    /// Values whose error measures a weight's sensitivity (e.g. the logits before a
+    /// saturating softmax); empty: the model's outputs.
+    pub sensitivity_outputs: Vec<String>,
     /// What the rewritten MatMul/Gemm nodes compute (see [`Form`]).
     pub form: Form,
     /// One codebook per subspace of `dim` inputs, shared by all output channels
@@ -159,6 +162,7 @@ impl Default for Config {
             settings: HashMap::new(),
             bias_correction: false,
             compensate: false,
+            sensitivity_outputs: Vec::new(),
             form: Form::Decode,
             subspaces: false,
             lut_gather: LutGather::Rows,

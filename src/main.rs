@@ -212,6 +212,10 @@ struct CalibrationArgs {
     /// ones; statistics use all of them).
     #[arg(long, value_name = "N", default_value_t = 8)]
     sensitivity_samples: usize,
+    /// Measure sensitivity on these values instead of the model's outputs, e.g. the
+    /// logits before a softmax, whose saturated probabilities hide most errors.
+    #[arg(long, value_name = "NAME")]
+    sensitivity_output: Vec<String>,
     /// With calibration: do not fold mean(x).(W - W_hat) into the following bias.
     #[arg(long)]
     no_bias_correction: bool,
@@ -367,6 +371,7 @@ impl ParticleArgs {
             settings: HashMap::new(),
             bias_correction: false,
             compensate: false,
+            sensitivity_outputs: Vec::new(),
         })
     }
 }
@@ -414,6 +419,7 @@ impl CalibrationArgs {
             bail!("--target-bits must be in 1..=16, not {bits}");
         }
         config.bias_correction = !self.no_bias_correction;
+        config.sensitivity_outputs = self.sensitivity_output.clone();
         config.compensate = self.compensate || preset_compensate;
         Ok(Some(Tuning {
             source,

@@ -72,8 +72,9 @@ pub struct ProbedWeight {
 pub struct Probe {
     session: Session,
     inputs: usize,
-    /// Number of the model's own outputs, first in every run's result.
-    pub outputs: usize,
+    /// Positions, in a run's result, of the values sensitivity compares: the model's
+    /// outputs, or the values named by `Config::sensitivity_outputs`.
+    pub compared: Vec<usize>,
     /// Where each exposed activation is in a run's result.
     pub activations: HashMap<ActivationKey, usize>,
     /// The weights that can be swapped, in plan order.
@@ -83,14 +84,20 @@ pub struct Probe {
 impl Probe {
     /// Builds the probe of `model` (external data already inlined) for the plan's
     /// `weights` (from `graph`, the index of `model`). Weights stored in Constant nodes
-    /// or subgraphs are not probed. `activations` says whether to expose activations.
+    /// or subgraphs are not probed. `activations` says whether to expose activations;
+    /// `compared` names the values sensitivity compares (empty: the model's outputs).
     pub fn new(
         model: &ModelProto,
         graph: &Graph,
         weights: &[WeightPlan],
         calibration: &Calibration,
-        activations: bool,
+        (activations, compared): (bool, &[String]),
     ) -> Result<Self> {
+        if let Some(name) = compared.iter().find(|n| graph.resolve(0, n).is_none()) {
+            return Err(Error::Config(format!(
+                "--sensitivity-output: the model has no value named '{name}'"
+            )));
+        }
         let mut probe_model = model.clone();
         let g = probe_model
             .graph
@@ -133,6 +140,20 @@ impl Probe {
             });
         }
         g.initializer.retain(|t| !moved.contains_key(t.name()));
+        let expose = |name: &str, g: &mut crate::onnx::proto::GraphProto| -> usize {
+            match g.output.iter().position(|o| o.name() == name) {
+                Some(position) => position,
+                None => {
+                    g.output.push(value_info(name, DataType::Undefined, None));
+                    g.output.len() - 1
+                }
+            }
+        };
+        let compared = if compared.is_empty() {
+            (0..outputs).collect()
+        } else {
+            compared.iter().map(|name| expose(name, g)).collect()
+        };
         let mut exposed = HashMap::new();
         if activations {
             for p in &probed {
@@ -154,7 +175,7 @@ impl Probe {
         Ok(Probe {
             session,
             inputs,
-            outputs,
+            compared,
             activations: exposed,
             weights: probed,
         })

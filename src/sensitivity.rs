@@ -148,12 +148,15 @@ pub fn measure(
             })
             .collect();
         let fits: Vec<_> = fits.into_iter().flatten().collect::<Result<_>>()?;
-        let mut diff = vec![vec![0.0; probe.outputs]; fits.len()];
-        let mut norm = vec![0.0; probe.outputs];
+        let compared = probe.compared.len();
+        let mut diff = vec![vec![0.0; compared]; fits.len()];
+        let mut norm = vec![0.0; compared];
         for sample in &calibration.samples[..samples.min(calibration.samples.len())] {
-            let reference: Vec<Vec<f64>> = probe.run(sample, None)?[..probe.outputs]
+            let out = probe.run(sample, None)?;
+            let reference: Vec<Vec<f64>> = probe
+                .compared
                 .iter()
-                .map(values_f64)
+                .map(|&p| values_f64(&out[p]))
                 .collect::<Result<_>>()?;
             for (n, r) in norm.iter_mut().zip(&reference) {
                 *n += r.iter().map(|v| v * v).sum::<f64>();
@@ -162,11 +165,12 @@ pub fn measure(
                 .par_iter()
                 .map(|(_, _, decoded)| {
                     let out = probe.run(sample, Some((i, decoded)))?;
-                    out[..probe.outputs]
+                    probe
+                        .compared
                         .iter()
                         .zip(&reference)
-                        .map(|(o, r)| {
-                            Ok(values_f64(o)?
+                        .map(|(&p, r)| {
+                            Ok(values_f64(&out[p])?
                                 .iter()
                                 .zip(r)
                                 .map(|(a, b)| (a - b) * (a - b))

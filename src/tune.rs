@@ -49,7 +49,8 @@ pub fn calibrate(
     let graph = Graph::new(model)?;
     let mut plan = plan(&graph, config);
     relate(&mut plan, config, config.share != Share::None)?;
-    let probe = Probe::new(model, &graph, &plan.weights, &calibration, true)?;
+    let compared = &config.sensitivity_outputs;
+    let probe = Probe::new(model, &graph, &plan.weights, &calibration, (true, compared))?;
     let stats = gather_stats(&probe, &calibration, config.compensate)?;
     let mut runs = calibration.samples.len();
     let samples = sensitivity_samples.min(calibration.samples.len());

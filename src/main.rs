@@ -18,7 +18,7 @@ use sora_onnx::onnx::{DataPlacement, load_model, save_model_with_data, write_ato
 use sora_onnx::particles::Granularity;
 use sora_onnx::prove::{EXTERNAL_LIMIT, load_for_proof};
 use sora_onnx::rewrite::rewrite_calibrated;
-use sora_onnx::tune::{calibrate, rewrite_to_bits, smallest_passing};
+use sora_onnx::tune::{Calibrated, calibrate, rewrite_to_bits, smallest_passing};
 use sora_onnx::{Config, ProofConfig, Rewritten, Selection, Validation};
 
 /// Like `print!`, but a closed stdout (`sora-onnx inspect m.onnx | head`) is not an
@@ -575,6 +575,41 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
     })
 }
 
+/// `model` with its external data (from `dir`) in memory, as calibration runs it.
+fn in_memory<'a>(
+    model: &'a ModelProto,
+    dir: &Path,
+    input: &Path,
+) -> Result<std::borrow::Cow<'a, ModelProto>> {
+    load_for_proof(model, dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: calibration needs the model in memory, and it keeps more than {} GiB in external data",
+            input.display(),
+            EXTERNAL_LIMIT >> 30
+        )
+    })
+}
+
+/// Loads the calibration samples `tuning` names and runs them through `model` (the
+/// file `input`); with `curves`, also measures every weight's sensitivity.
+fn calibrated(
+    model: &ModelProto,
+    config: &Config,
+    tuning: &Tuning,
+    proof: &ProofConfig,
+    curves: bool,
+    input: &Path,
+) -> Result<Calibrated> {
+    let context = || input.display().to_string();
+    let calibration = Calibration::load(model, &tuning.source, proof).with_context(context)?;
+    let sensitivity_samples = if curves {
+        tuning.sensitivity_samples
+    } else {
+        0
+    };
+    calibrate(model, config, calibration, sensitivity_samples).with_context(context)
+}
+
 /// The calibrated rewrite: calibration, then a target size, an error bound, or the
 /// common bits with bias correction (and compensation). With `--auto`, also the proof
 /// of the model chosen.
@@ -586,28 +621,14 @@ fn tuned(
     args: &RewriteArgs,
 ) -> Result<(Rewritten, Option<Validation>)> {
     let context = || args.input.display().to_string();
-    let in_memory = load_for_proof(model, dir)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: calibration needs the model in memory, and it keeps more than {} GiB in external data",
-            args.input.display(),
-            EXTERNAL_LIMIT >> 30
-        )
-    })?;
+    let in_memory = in_memory(model, dir, &args.input)?;
     let proof = args.proof.config();
-    let calibration =
-        Calibration::load(&in_memory, &tuning.source, &proof).with_context(context)?;
-    let samples = calibration.samples.len();
     let curves = tuning.target_bits.is_some() || tuning.auto;
-    let sensitivity_samples = if curves {
-        tuning.sensitivity_samples
-    } else {
-        0
-    };
-    let calibrated =
-        calibrate(&in_memory, config, calibration, sensitivity_samples).with_context(context)?;
+    let calibrated = calibrated(&in_memory, config, tuning, &proof, curves, &args.input)?;
     if !args.quiet {
         sayln!(
-            "calibration: {samples} samples, {} model runs, {} weights measured",
+            "calibration: {} samples, {} model runs, {} weights measured",
+            calibrated.calibration.samples.len(),
             calibrated.runs,
             calibrated.curves.len()
         );
@@ -637,19 +658,14 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
         bail!("sweep needs --calibration FILE.npz or --calibration-random N");
     };
     let model = load(&args.input)?;
-    let in_memory = load_for_proof(&model, &model_dir(&args.input))?.ok_or_else(|| {
-        anyhow::anyhow!("{}: too much external data to sweep in memory", context())
-    })?;
+    let in_memory = in_memory(&model, &model_dir(&args.input), &args.input)?;
     let mut proof = args.proof.config();
-    let calibration =
-        Calibration::load(&in_memory, &tuning.source, &proof).with_context(context)?;
+    let calibrated = calibrated(&in_memory, &config, &tuning, &proof, true, &args.input)?;
     if let Some(eval) = &args.eval {
         let samples = Calibration::load(&in_memory, &CalibrationSource::Npz(eval.clone()), &proof)
             .with_context(context)?;
         proof.calibration = Some(std::sync::Arc::new(samples));
     }
-    let calibrated = calibrate(&in_memory, &config, calibration, tuning.sensitivity_samples)
-        .with_context(context)?;
     let rows = sora_onnx::sweep::sweep(
         &in_memory,
         &config,

@@ -248,14 +248,3 @@ fn datum(float_type: FloatType) -> DatumType {
         FloatType::F64 => DatumType::F64,
     }
 }
-
-/// The values of a run's result `value` as f64, row-major.
-pub fn values_f64(value: &TValue) -> Result<Vec<f64>> {
-    let t = value
-        .cast_to::<f64>()
-        .map_err(|e| Error::invalid(format!("cannot read a probe value: {e}")))?;
-    let view = t
-        .to_plain_array_view::<f64>()
-        .map_err(|e| Error::invalid(format!("cannot read a probe value: {e}")))?;
-    Ok(view.iter().copied().collect())
-}

@@ -403,6 +403,17 @@ impl Session {
     }
 }
 
+/// The values of a run's result `value` as f64, row-major.
+pub fn values_f64(value: &TValue) -> Result<Vec<f64>> {
+    let t = value
+        .cast_to::<f64>()
+        .map_err(|e| Error::invalid(format!("cannot read a model value: {e}")))?;
+    let view = t
+        .to_plain_array_view::<f64>()
+        .map_err(|e| Error::invalid(format!("cannot read a model value: {e}")))?;
+    Ok(view.iter().copied().collect())
+}
+
 /// Running sums for one output's metrics.
 #[derive(Clone, Debug, Default)]
 struct Sums {
@@ -422,16 +433,7 @@ impl Sums {
                 b.shape()
             )));
         }
-        let as_f64 = |t: &TValue| -> Result<Vec<f64>> {
-            let t = t
-                .cast_to::<f64>()
-                .map_err(|e| Error::invalid(format!("cannot compare an output: {e}")))?;
-            let view = t
-                .to_plain_array_view::<f64>()
-                .map_err(|e| Error::invalid(format!("cannot compare an output: {e}")))?;
-            Ok(view.iter().copied().collect())
-        };
-        for (x, y) in as_f64(a)?.into_iter().zip(as_f64(b)?) {
+        for (x, y) in values_f64(a)?.into_iter().zip(values_f64(b)?) {
             if x.is_nan() && y.is_nan() {
                 continue;
             }

@@ -24,7 +24,8 @@ use crate::graph::Graph;
 use crate::onnx::tensor::float_values;
 use crate::particles::Granularity;
 use crate::plan::WeightPlan;
-use crate::probe::{ActivationKey, Probe, activation_of, values_f64};
+use crate::probe::{ActivationKey, Probe, activation_of};
+use crate::prove::values_f64;
 use crate::stats::ActivationStats;
 
 /// One measured setting of one weight.

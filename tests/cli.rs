@@ -315,3 +315,65 @@ fn inspect_prints_the_relation_graph() {
     let out = sora(&["inspect", path(&model), "--relations", "dot"]);
     assert!(text(&out.stdout).contains("n0 -- n1 [label=\"identical\"]"));
 }
+
+#[test]
+fn calibration_flags_are_checked_with_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.onnx");
+    let out = sora(&[
+        "rewrite",
+        &wakeword(),
+        path(&out_path),
+        "--target-bits",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains("need --calibration FILE.npz or --calibration-random N"));
+    let not_npz = dir.path().join("calib.npz");
+    std::fs::write(&not_npz, b"not a zip").unwrap();
+    let out = sora(&[
+        "rewrite",
+        &wakeword(),
+        path(&out_path),
+        "--calibration",
+        path(&not_npz),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(err.contains("calib.npz: not an .npz archive"), "{err}");
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn sweep_writes_one_csv_row_per_point_and_a_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, svg) = (dir.path().join("curve.csv"), dir.path().join("curve.svg"));
+    let out = sora(&[
+        "sweep",
+        &wakeword(),
+        "--calibration-random",
+        "2",
+        "--uniform",
+        "2,4",
+        "--targets",
+        "3,5,6",
+        "--csv",
+        path(&csv),
+        "--plot",
+        path(&svg),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let kinds: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["uniform", "uniform", "allocated", "allocated", "allocated"]
+    );
+    assert!(csv.starts_with("kind,setting,bits_per_weight,model_bytes,rel_l2,cosine\n"));
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+}

@@ -40,7 +40,7 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
 }
 
 /// [`rewrite`] with calibration statistics of the activations the weights multiply:
-/// with `config.bias_correction` each rewritten MatMul/Gemm gets its bias corrected
+/// with `config.bias_correction` each rewritten MatMul/Gemm (in the decode form) gets its bias corrected
 /// (see [`crate::bias`]).
 pub fn rewrite_calibrated(
     model: &ModelProto,
@@ -135,7 +135,7 @@ pub fn rewrite_calibrated(
             }
             let tie_outputs = tie_outputs(w, &mut subgraph, &mut names);
             let mut report = tensor_report(&graph, w, &fit, &subgraph);
-            if let Some(stats) = stats.filter(|_| config.bias_correction) {
+            if let Some(stats) = stats.filter(|_| config.bias_correction && fit.lut.is_none()) {
                 let decoded = fit.decoded(&matrix(w, &values), w.first().float_type);
                 let fixes = corrections(&graph, w, &values, &decoded, stats, &mut names);
                 report.bytes_after += fixes.iter().map(BiasFix::stored_bytes).sum::<usize>();

@@ -6,7 +6,7 @@ use crate::config::{Config, Form, GranularityChoice, LutGather, Setting};
 use crate::error::Result;
 use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
 use crate::graph::{Graph, Names};
-use crate::onnx::tensor::{FloatType, float_values};
+use crate::onnx::tensor::FloatType;
 use crate::particles::compensate::compensate;
 use crate::particles::pack::packed_len;
 use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
@@ -105,18 +105,6 @@ impl Fit {
     }
 }
 
-/// Reads and decomposes one weight, or says why it cannot be.
-/// With `shared`, the weight is indexed into those codebooks (fitted jointly with
-/// other weights under `--share alike`) instead of codebooks of its own.
-pub fn fit(
-    w: &WeightPlan,
-    config: &Config,
-    shared: Option<&[Vec<f64>]>,
-) -> Result<Result<Fit, SkipReason>> {
-    let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
-    Ok(fit_values(w, &values, config, shared, None))
-}
-
 /// The matrix view of a planned weight's `values`.
 pub fn matrix<'a>(w: &WeightPlan, values: &'a [f64]) -> Matrix<'a> {
     let patch = w.first();
@@ -129,7 +117,9 @@ pub fn matrix<'a>(w: &WeightPlan, values: &'a [f64]) -> Matrix<'a> {
     }
 }
 
-/// Decomposes one weight whose `values` were read already (see [`fit`]). With
+/// Decomposes one planned weight whose `values` were read, or says why it cannot be.
+/// With `shared`, the weight is indexed into those codebooks (fitted jointly with
+/// other weights under `--share alike`) instead of codebooks of its own. With
 /// `config.compensate` and the weight's `hessian` (`H = X^T X` over its inputs, from
 /// calibration), scalar codebooks are fitted by error-compensating rounding
 /// ([`compensate`]) instead of nearest particles.

@@ -134,16 +134,15 @@ pub fn rewrite_calibrated(
                 });
             }
             let tie_outputs = tie_outputs(w, &mut subgraph, &mut names);
-            let mut report = tensor_report(&graph, w, &fit, &subgraph);
-            if let Some(stats) = stats.filter(|_| config.bias_correction && fit.lut.is_none()) {
-                let decoded = fit.decoded(&matrix(w, &values), w.first().float_type);
-                let fixes = corrections(&graph, w, &values, &decoded, stats, &mut names);
-                report.bytes_after += fixes.iter().map(BiasFix::stored_bytes).sum::<usize>();
-                report.bits_per_weight = 8.0 * report.bytes_after as f64 / report.elements as f64;
-                report.bias_corrected = fixes.len();
-                edits.bias_fixes.extend(fixes);
-            }
-            tensors.push(report);
+            let fixes = match stats.filter(|_| config.bias_correction && fit.lut.is_none()) {
+                Some(stats) => {
+                    let decoded = fit.decoded(&matrix(w, &values), w.first().float_type);
+                    corrections(&graph, w, &values, &decoded, stats, &mut names)
+                }
+                None => Vec::new(),
+            };
+            tensors.push(tensor_report(&graph, w, &fit, &subgraph, &fixes));
+            edits.bias_fixes.extend(fixes);
             edits.add(&graph, w, subgraph, &tie_outputs);
         }
         offset += chunk.len();
@@ -217,7 +216,14 @@ fn memory_bounded_chunks<'a, 'm>(weights: &'a [WeightPlan<'m>]) -> Vec<&'a [Weig
 /// Most elements fitted at once when weights share a chunk (256 MiB of f64 values).
 const CHUNK_ELEMENTS: usize = 1 << 25;
 
-fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) -> TensorReport {
+/// The report of one rewritten weight; its bytes include its bias `fixes`.
+fn tensor_report(
+    graph: &Graph,
+    w: &WeightPlan,
+    fit: &Fit,
+    subgraph: &Subgraph,
+    fixes: &[BiasFix],
+) -> TensorReport {
     let patch = w.first();
     let elements = w.elements();
     let constant_bytes = |c: &Constant| match c.source {
@@ -229,7 +235,8 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
             .iter()
             .map(|t| constant_bytes(&t.weight))
             .sum::<usize>();
-    let bytes_after = subgraph.stored_bytes();
+    let bytes_after =
+        subgraph.stored_bytes() + fixes.iter().map(BiasFix::stored_bytes).sum::<usize>();
     let (codebooks, particles, outliers, dim, sse_bound) = match &fit.particles {
         Particles::Scalar(d) => (
             d.codebooks.len(),
@@ -283,7 +290,7 @@ fn tensor_report(graph: &Graph, w: &WeightPlan, fit: &Fit, subgraph: &Subgraph) 
             _ => KmeansMethod::Exact,
         },
         mse_bound: sse_bound / elements as f64,
-        bias_corrected: 0,
+        bias_corrected: fixes.len(),
         sensitivity: None,
         error_share: None,
     }

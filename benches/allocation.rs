@@ -2,7 +2,7 @@
 //! `--target-bits`, bias correction, the presets and `--auto`.
 //!
 //! minilm_l3 (MatMul/Gemm weights only) is calibrated on fixtures/sentences/
-//! minilm_calib.npz (64 sentences packed into 32 windows) and scored by the mean cosine
+//! minilm_calib.npz (1024 sentences packed into 546 windows) and scored by the mean cosine
 //! of the sentence embedding over the 200 disjoint evaluation sentences. magika is
 //! calibrated on its first 40 inputs (fixtures/magika/calib.npz) and scored on the
 //! other 80: top-1 agreement with the original and mean cosine of the scores. All runs

@@ -591,13 +591,14 @@ fn in_memory<'a>(
 }
 
 /// Loads the calibration samples `tuning` names and runs them through `model` (the
-/// file `input`); with `curves`, also measures every weight's sensitivity.
+/// file `input`); with `curves`, also measures every weight's sensitivity. Unless
+/// `quiet`, notes a compensation that had too few calibration rows.
 fn calibrated(
     model: &ModelProto,
     config: &Config,
     tuning: &Tuning,
     proof: &ProofConfig,
-    curves: bool,
+    (curves, quiet): (bool, bool),
     input: &Path,
 ) -> Result<Calibrated> {
     let context = || input.display().to_string();
@@ -607,7 +608,18 @@ fn calibrated(
     } else {
         0
     };
-    calibrate(model, config, calibration, sensitivity_samples).with_context(context)
+    let calibrated =
+        calibrate(model, config, calibration, sensitivity_samples).with_context(context)?;
+    let short = calibrated.singular_hessians();
+    if let (Some((name, rows, features)), false) = (short.first(), quiet) {
+        eprintln!(
+            "note: --compensate: {} activation(s) had fewer calibration rows than features \
+             (`{name}`: {rows} rows, {features} features), so their H = X^T X is singular; \
+             more calibration samples make the compensation better",
+            short.len()
+        );
+    }
+    Ok(calibrated)
 }
 
 /// The calibrated rewrite: calibration, then a target size, an error bound, or the
@@ -624,7 +636,14 @@ fn tuned(
     let in_memory = in_memory(model, dir, &args.input)?;
     let proof = args.proof.config();
     let curves = tuning.target_bits.is_some() || tuning.auto;
-    let calibrated = calibrated(&in_memory, config, tuning, &proof, curves, &args.input)?;
+    let calibrated = calibrated(
+        &in_memory,
+        config,
+        tuning,
+        &proof,
+        (curves, args.quiet),
+        &args.input,
+    )?;
     if !args.quiet {
         sayln!(
             "calibration: {} samples, {} model runs, {} weights measured",
@@ -660,7 +679,14 @@ fn sweep(args: SweepArgs) -> Result<ExitCode> {
     let model = load(&args.input)?;
     let in_memory = in_memory(&model, &model_dir(&args.input), &args.input)?;
     let mut proof = args.proof.config();
-    let calibrated = calibrated(&in_memory, &config, &tuning, &proof, true, &args.input)?;
+    let calibrated = calibrated(
+        &in_memory,
+        &config,
+        &tuning,
+        &proof,
+        (true, args.quiet),
+        &args.input,
+    )?;
     if let Some(eval) = &args.eval {
         let samples = Calibration::load(&in_memory, &CalibrationSource::Npz(eval.clone()), &proof)
             .with_context(context)?;

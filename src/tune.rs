@@ -35,6 +35,22 @@ pub struct Calibrated {
     pub runs: usize,
 }
 
+impl Calibrated {
+    /// The activations whose `H = X^T X` was gathered from fewer rows than they have
+    /// features, as (name, rows, features), fewest rows per feature first: each such
+    /// `H` is singular, and compensation there rests on its damping, not on the data.
+    pub fn singular_hessians(&self) -> Vec<(&str, usize, usize)> {
+        let mut short: Vec<_> = self
+            .stats
+            .iter()
+            .filter(|(_, s)| s.gram.is_some() && s.rows < s.features as f64)
+            .map(|(key, s)| (key.name.as_str(), s.rows as usize, s.features))
+            .collect();
+        short.sort_unstable_by_key(|&(name, rows, features)| (rows * 1_000_000 / features, name));
+        short
+    }
+}
+
 /// Runs `model` (external data inlined) on `calibration`: gathers activation statistics
 /// (with `H = X^T X` when `config.compensate`) on every sample and, with
 /// `sensitivity_samples > 0`, measures every weight's sensitivity on that many of

@@ -377,3 +377,36 @@ fn sweep_writes_one_csv_row_per_point_and_a_plot() {
     assert!(csv.starts_with("kind,setting,bits_per_weight,model_bytes,rel_l2,cosine\n"));
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
 }
+
+#[test]
+fn compensation_on_too_few_rows_gets_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.onnx");
+    let model = wakeword();
+    let base = [
+        "rewrite",
+        &model,
+        path(&out_path),
+        "--calibration-random",
+        "4",
+        "--min-elements",
+        "0",
+        "--force",
+    ];
+    let run = |extra: &[&str]| {
+        let out = sora(&[&base[..], extra].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    // Each sample is one row; the three Gemm inputs have 2400, 32 and 32 features.
+    let note = run(&["--compensate"]);
+    assert!(
+        note.contains(
+            "note: --compensate: 3 activation(s) had fewer calibration rows than features \
+             (`/flatten/Flatten_output_0`: 4 rows, 2400 features)"
+        ),
+        "{note}"
+    );
+    assert!(!run(&[]).contains("note:"));
+    assert!(!run(&["--compensate", "-q"]).contains("note:"));
+}

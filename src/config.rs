@@ -52,6 +52,9 @@ pub struct Config {
     /// With calibration statistics, choose indices by error-compensating rounding
     /// (GPTQ-style, with `H = X^T X`) instead of nearest particles.
     pub compensate: bool,
+    /// Rounds of rounding and refit a compensated fit runs at most (see
+    /// [`compensate_in_rounds`](crate::particles::compensate::compensate_in_rounds)).
+    pub compensate_rounds: usize,
     /// Values whose error measures a weight's sensitivity (e.g. the logits before a
     /// saturating softmax); empty: the model's outputs.
     pub sensitivity_outputs: Vec<String>,
@@ -162,6 +165,7 @@ impl Default for Config {
             settings: HashMap::new(),
             bias_correction: false,
             compensate: false,
+            compensate_rounds: crate::particles::compensate::ROUNDS,
             sensitivity_outputs: Vec::new(),
             form: Form::Decode,
             subspaces: false,

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
 use crate::graph::{Graph, Names};
 use crate::onnx::tensor::FloatType;
-use crate::particles::compensate::compensate;
+use crate::particles::compensate::compensate_in_rounds;
 use crate::particles::pack::packed_len;
 use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
 use crate::particles::subspace::{SubspaceDecomposition, decompose_subspaces};
@@ -122,7 +122,7 @@ pub fn matrix<'a>(w: &WeightPlan, values: &'a [f64]) -> Matrix<'a> {
 /// other weights under `--share alike`) instead of codebooks of its own. With
 /// `config.compensate` and the weight's `hessian` (`H = X^T X` over its inputs, from
 /// calibration), scalar codebooks are fitted by error-compensating rounding
-/// ([`compensate`]) instead of nearest particles.
+/// ([`compensate_in_rounds`], `config.compensate_rounds`) instead of nearest particles.
 pub fn fit_values(
     w: &WeightPlan,
     values: &[f64],
@@ -170,7 +170,14 @@ pub fn fit_values(
         let Setting { bits, granularity } = setting;
         let inputs = matrix.channels_and_inputs().1;
         let d = match hessian.filter(|h| config.compensate && h.len() == inputs * inputs) {
-            Some(h) if config.outliers == 0.0 => compensate(&matrix, granularity, bits, h, DAMPING),
+            Some(h) if config.outliers == 0.0 => compensate_in_rounds(
+                &matrix,
+                granularity,
+                bits,
+                h,
+                DAMPING,
+                config.compensate_rounds,
+            ),
             _ => decompose_with_outliers(&matrix, granularity, bits, config.outliers),
         };
         (Particles::Scalar(d), granularity, bits)

@@ -370,8 +370,8 @@ impl ParticleArgs {
             selection: Selection::new(&self.include, &self.exclude)?,
             settings: HashMap::new(),
             bias_correction: false,
-            compensate: false,
             sensitivity_outputs: Vec::new(),
+            ..Config::default()
         })
     }
 }

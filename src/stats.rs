@@ -2,6 +2,9 @@
 //! bias correction) and optionally `H = X^T X` (for error-compensating rounding).
 //! Memory is fixed by the number of features, whatever the number of samples.
 
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
 /// Running statistics of one activation, seen as rows of `features` values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActivationStats {
@@ -27,38 +30,27 @@ impl ActivationStats {
     }
 
     /// Adds a matrix of `values` (row-major, rows of `features` values; with
-    /// `transposed`, features run down the columns instead).
+    /// `transposed`, features run down the columns instead). `X^T X` is one matrix
+    /// product per call.
     pub fn add(&mut self, values: &[f64], transposed: bool) {
         let n = self.features;
         if n == 0 || !values.len().is_multiple_of(n) {
             return;
         }
         let count = values.len() / n;
-        let row = |r: usize, scratch: &mut Vec<f64>| {
-            scratch.clear();
-            if transposed {
-                scratch.extend((0..n).map(|f| values[f * count + r]));
-            } else {
-                scratch.extend_from_slice(&values[r * n..(r + 1) * n]);
-            }
+        let rows = if transposed {
+            ArrayView2::from_shape((n, count), values).map(|x| x.reversed_axes())
+        } else {
+            ArrayView2::from_shape((count, n), values)
         };
-        let mut x = Vec::with_capacity(n);
-        for r in 0..count {
-            row(r, &mut x);
-            for (s, v) in self.sum.iter_mut().zip(&x) {
-                *s += v;
-            }
-            if let Some(gram) = &mut self.gram {
-                for (i, &xi) in x.iter().enumerate() {
-                    if xi == 0.0 {
-                        continue;
-                    }
-                    let line = &mut gram[i * n..(i + 1) * n];
-                    for (g, &xj) in line[i..].iter_mut().zip(&x[i..]) {
-                        *g += xi * xj;
-                    }
-                }
-            }
+        let Ok(x) = rows else { return };
+        for (s, column) in self.sum.iter_mut().zip(x.columns()) {
+            *s += column.sum();
+        }
+        if let Some(gram) = &mut self.gram
+            && let Ok(mut gram) = ArrayViewMut2::from_shape((n, n), gram)
+        {
+            general_mat_mul(1.0, &x.t(), &x, 1.0, &mut gram);
         }
         self.rows += count as f64;
     }
@@ -69,16 +61,9 @@ impl ActivationStats {
         self.sum.iter().map(|s| s / rows).collect()
     }
 
-    /// `H = X^T X`, both triangles filled, if gathered.
+    /// `H = X^T X`, if gathered.
     pub fn hessian(&self) -> Option<Vec<f64>> {
-        let n = self.features;
-        let mut h = self.gram.clone()?;
-        for i in 0..n {
-            for j in 0..i {
-                h[i * n + j] = h[j * n + i];
-            }
-        }
-        Some(h)
+        self.gram.clone()
     }
 }
 

@@ -592,7 +592,8 @@ fn in_memory<'a>(
 
 /// Loads the calibration samples `tuning` names and runs them through `model` (the
 /// file `input`); with `curves`, also measures every weight's sensitivity. Unless
-/// `quiet`, notes a compensation that had too few calibration rows.
+/// `quiet`, notes logits measured in place of a Softmax/Sigmoid output and a
+/// compensation that had too few calibration rows.
 fn calibrated(
     model: &ModelProto,
     config: &Config,
@@ -610,6 +611,23 @@ fn calibrated(
     };
     let calibrated =
         calibrate(model, config, calibration, sensitivity_samples).with_context(context)?;
+    let outputs: Vec<&str> = model
+        .graph
+        .iter()
+        .flat_map(|g| &g.output)
+        .map(|o| o.name())
+        .collect();
+    let logits: Vec<String> = (calibrated.compared.iter())
+        .filter(|name| !outputs.contains(&name.as_str()))
+        .map(|name| format!("`{name}`"))
+        .collect();
+    if curves && !quiet && config.sensitivity_outputs.is_empty() && !logits.is_empty() {
+        eprintln!(
+            "note: sensitivity measured on {} (the logits before the output's softmax or \
+             sigmoid, whose saturated values hide errors); --sensitivity-output NAME chooses",
+            logits.join(", ")
+        );
+    }
     let short = calibrated.singular_hessians();
     if let (Some((name, rows, features)), false) = (short.first(), quiet) {
         eprintln!(

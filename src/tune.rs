@@ -20,7 +20,7 @@ use crate::probe::Probe;
 use crate::prove::{ProofConfig, Validation, validate};
 use crate::relation::relate;
 use crate::rewrite::{Rewritten, rewrite_calibrated};
-use crate::sensitivity::{Curve, Stats, gather_stats, measure};
+use crate::sensitivity::{Curve, Stats, default_compared, gather_stats, measure};
 
 /// What calibration found.
 #[derive(Clone, Debug)]
@@ -33,6 +33,8 @@ pub struct Calibrated {
     pub curves: Vec<Curve>,
     /// Model runs made.
     pub runs: usize,
+    /// The values sensitivity was measured on (see [`default_compared`]).
+    pub compared: Vec<String>,
 }
 
 impl Calibrated {
@@ -65,8 +67,18 @@ pub fn calibrate(
     let graph = Graph::new(model)?;
     let mut plan = plan(&graph, config);
     relate(&mut plan, config, config.share != Share::None)?;
-    let compared = &config.sensitivity_outputs;
-    let probe = Probe::new(model, &graph, &plan.weights, &calibration, (true, compared))?;
+    let compared = if config.sensitivity_outputs.is_empty() {
+        default_compared(&graph)
+    } else {
+        config.sensitivity_outputs.clone()
+    };
+    let probe = Probe::new(
+        model,
+        &graph,
+        &plan.weights,
+        &calibration,
+        (true, &compared),
+    )?;
     let stats = gather_stats(&probe, &calibration, config.compensate)?;
     let mut runs = calibration.samples.len();
     let samples = sensitivity_samples.min(calibration.samples.len());
@@ -103,6 +115,7 @@ pub fn calibrate(
         stats,
         curves: measured,
         runs,
+        compared,
     })
 }
 

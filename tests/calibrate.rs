@@ -11,7 +11,7 @@ use sora_onnx::calibration::Calibration;
 use sora_onnx::config::{GranularityChoice, Setting};
 use sora_onnx::dump::dump;
 use sora_onnx::onnx::proto::ModelProto;
-use sora_onnx::onnx::tensor::{FloatType, float_tensor, float_values};
+use sora_onnx::onnx::tensor::{FloatType, float_tensor, float_values, i64_tensor};
 use sora_onnx::particles::Granularity;
 use sora_onnx::prove::Session;
 use sora_onnx::rewrite::rewrite_calibrated;
@@ -120,6 +120,53 @@ fn sensitivity_is_the_relative_output_error_of_one_weight() {
     assert!(curve.points.iter().all(|p| p.bytes > 0));
     // Two samples for the statistics, then 16 settings + 1 reference per sample.
     assert_eq!(calibrated.runs, 2 + 2 * 17);
+}
+
+#[test]
+fn sensitivity_is_measured_on_the_logits_before_a_softmax() {
+    // The error of 1 bit per tensor on y is 2/114 (as above), whatever squashes y.
+    let one_bit_error = |m: &ModelProto| {
+        let calibration = samples(&[[1.0, 0.0], [0.0, 1.0]]);
+        let calibrated = calibrate(m, &config(4), calibration, 2).unwrap();
+        let setting = Setting {
+            bits: 1,
+            granularity: Granularity::Tensor,
+        };
+        let point = calibrated.curves[0]
+            .points
+            .iter()
+            .find(|p| p.setting == setting)
+            .unwrap()
+            .error;
+        (calibrated.compared, point)
+    };
+    let softmax = model(|b| {
+        b.node("MatMul", &["x", "w"], &["y"]);
+        b.node("Softmax", &["y"], &["p"]);
+        b.initializer(i64_tensor("shape", &[2], &[2, 1]));
+        b.node("Reshape", &["p", "shape"], &["out"]);
+        "out"
+    });
+    let written_out = model(|b| {
+        b.node("MatMul", &["x", "w"], &["y"]);
+        b.node("ReduceMax", &["y"], &["max"]);
+        b.node("Sub", &["y", "max"], &["z"]);
+        b.node("Exp", &["z"], &["e"]);
+        b.node("ReduceSum", &["e"], &["sum"]);
+        b.node("Div", &["e", "sum"], &["p"]);
+        "p"
+    });
+    for m in [&softmax, &written_out] {
+        let (compared, error) = one_bit_error(m);
+        assert_eq!(compared, ["y"]);
+        assert!((error - 2.0 / 114.0).abs() < 1e-12, "{error}");
+    }
+    let plain = model(|b| {
+        b.node("MatMul", &["x", "w"], &["y"]);
+        b.node("Relu", &["y"], &["r"]);
+        "r"
+    });
+    assert_eq!(one_bit_error(&plain).0, ["r"]);
 }
 
 #[test]

@@ -212,8 +212,9 @@ struct CalibrationArgs {
     /// ones; statistics use all of them).
     #[arg(long, value_name = "N", default_value_t = 8)]
     sensitivity_samples: usize,
-    /// Measure sensitivity on these values instead of the model's outputs, e.g. the
-    /// logits before a softmax, whose saturated probabilities hide most errors.
+    /// Measure sensitivity on these values instead of the default: the model's
+    /// outputs, or the logits before an output's Softmax, Sigmoid or Div(Exp(z))
+    /// softmax, whose saturated probabilities hide most errors.
     #[arg(long, value_name = "NAME")]
     sensitivity_output: Vec<String>,
     /// With calibration: do not fold mean(x).(W - W_hat) into the following bias.

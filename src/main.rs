@@ -369,9 +369,6 @@ impl ParticleArgs {
             },
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,
-            settings: HashMap::new(),
-            bias_correction: false,
-            sensitivity_outputs: Vec::new(),
             ..Config::default()
         })
     }

@@ -410,3 +410,34 @@ fn compensation_on_too_few_rows_gets_a_note() {
     assert!(!run(&[]).contains("note:"));
     assert!(!run(&["--compensate", "-q"]).contains("note:"));
 }
+
+#[test]
+fn compensation_refuses_an_h_too_large_before_allocating_it() {
+    // One MatMul with 40,000 inputs: H = X^T X would be 40,000^2 f64 = 11.9 GiB.
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[1, 40_000]);
+    b.initializer(sora_onnx::builder::float_matrix("w", 40_000, 2, 1));
+    b.node("MatMul", &["x", "w"], &["y"]);
+    b.output_f32("y");
+    let input = dir.path().join("wide.onnx");
+    std::fs::write(&input, b.build().encode_to_vec()).unwrap();
+    let output = dir.path().join("out.onnx");
+    let args = [
+        "rewrite",
+        path(&input),
+        path(&output),
+        "--calibration-random",
+        "1",
+    ];
+    let out = sora(&[&args[..], &["--compensate"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("X^T X of 1 activations would take 11.9 GiB (limit 8 GiB; the largest, 'x', has 40000 features)"),
+        "{err}"
+    );
+    assert!(!output.exists());
+    // Without --compensate only the means are gathered.
+    assert!(sora(&args).status.success());
+}

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
 use crate::graph::{Graph, Names};
 use crate::onnx::tensor::FloatType;
-use crate::particles::compensate::compensate_in_rounds;
+use crate::particles::compensate::Hessian;
 use crate::particles::pack::packed_len;
 use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
 use crate::particles::subspace::{SubspaceDecomposition, decompose_subspaces};
@@ -122,13 +122,13 @@ pub fn matrix<'a>(w: &WeightPlan, values: &'a [f64]) -> Matrix<'a> {
 /// other weights under `--share alike`) instead of codebooks of its own. With
 /// `config.compensate` and the weight's `hessian` (`H = X^T X` over its inputs, from
 /// calibration), scalar codebooks are fitted by error-compensating rounding
-/// ([`compensate_in_rounds`], `config.compensate_rounds`) instead of nearest particles.
+/// ([`Hessian::decompose`], `config.compensate_rounds`) instead of nearest particles.
 pub fn fit_values(
     w: &WeightPlan,
     values: &[f64],
     config: &Config,
     shared: Option<&[Vec<f64>]>,
-    hessian: Option<&[f64]>,
+    hessian: Option<&Hessian>,
 ) -> Result<Fit, SkipReason> {
     let patch = w.first();
     let name = patch.weight.name.to_string();
@@ -169,15 +169,10 @@ pub fn fit_values(
     } else {
         let Setting { bits, granularity } = setting;
         let inputs = matrix.channels_and_inputs().1;
-        let d = match hessian.filter(|h| config.compensate && h.len() == inputs * inputs) {
-            Some(h) if config.outliers == 0.0 => compensate_in_rounds(
-                &matrix,
-                granularity,
-                bits,
-                h,
-                DAMPING,
-                config.compensate_rounds,
-            ),
+        let d = match hessian.filter(|h| config.compensate && h.inputs() == inputs) {
+            Some(h) if config.outliers == 0.0 => {
+                h.decompose(&matrix, granularity, bits, config.compensate_rounds)
+            }
             _ => decompose_with_outliers(&matrix, granularity, bits, config.outliers),
         };
         (Particles::Scalar(d), granularity, bits)
@@ -216,10 +211,6 @@ pub fn fit_values(
         lut: (config.form == Form::Lut).then_some(config.lut_gather),
     })
 }
-
-/// Damping of `H` for error-compensating rounding: this fraction of its mean diagonal
-/// is added to the diagonal (GPTQ's usual 1%).
-const DAMPING: f64 = 0.01;
 
 /// How a weight is stored exactly under `--lossless`.
 enum Lossless {

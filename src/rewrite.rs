@@ -91,7 +91,7 @@ pub fn rewrite_calibrated(
                 let hessian = stats
                     .filter(|_| config.compensate)
                     .and_then(|s| weight_hessian(&graph, w, s));
-                let fit = fit_values(w, &values, config, shared(offset + k), hessian.as_deref());
+                let fit = fit_values(w, &values, config, shared(offset + k), hessian.as_ref());
                 Ok((values, fit))
             })
             .collect();

@@ -24,6 +24,7 @@ use crate::graph::Graph;
 use crate::onnx::proto::NodeProto;
 use crate::onnx::tensor::float_values;
 use crate::particles::Granularity;
+use crate::particles::compensate::Hessian;
 use crate::plan::WeightPlan;
 use crate::probe::{ActivationKey, Probe, activation_of};
 use crate::prove::values_f64;
@@ -218,9 +219,13 @@ fn empty_stats(
         .collect())
 }
 
-/// `H` for a weight: the sum of `X^T X` over the activations its readers multiply it
-/// by, when every reader has one gathered.
-pub fn weight_hessian(graph: &Graph, w: &WeightPlan, stats: &Stats) -> Option<Vec<f64>> {
+/// Damping of `H` for error-compensating rounding: this fraction of its mean diagonal
+/// is added to the diagonal (GPTQ's usual 1%).
+const DAMPING: f64 = 0.01;
+
+/// `H` for a weight, factored: the sum of `X^T X` over the activations its readers
+/// multiply it by, when every reader has one gathered.
+pub fn weight_hessian(graph: &Graph, w: &WeightPlan, stats: &Stats) -> Option<Hessian> {
     let mut total: Option<Vec<f64>> = None;
     for i in 0..w.patches.len() {
         let h = stats.get(&activation_of(graph, w, i)?)?.hessian()?;
@@ -230,7 +235,7 @@ pub fn weight_hessian(graph: &Graph, w: &WeightPlan, stats: &Stats) -> Option<Ve
             None => total = Some(h),
         }
     }
-    total
+    Some(Hessian::new(total?, DAMPING))
 }
 
 /// Measures every candidate setting of every probed weight, fitted as the rewrite
@@ -263,7 +268,7 @@ pub fn measure(
                 config
                     .settings
                     .insert(patch.weight.name.to_string(), setting);
-                let fit = fit_values(w, &values, &config, None, hessian.as_deref()).ok()?;
+                let fit = fit_values(w, &values, &config, None, hessian.as_ref()).ok()?;
                 let bytes = fit.emit(w, graph, &mut names.clone(), None).stored_bytes();
                 let decoded = fit.decoded(&matrix(w, &values), patch.float_type);
                 Some(probed.swapped(&decoded).map(|t| (setting, bytes, t)))

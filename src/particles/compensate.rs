@@ -89,35 +89,81 @@ pub fn compensate_in_rounds(
     damping: f64,
     rounds: usize,
 ) -> Decomposition {
-    let layout = Layout::new(matrix, granularity);
-    let n = layout.inputs;
-    assert_eq!(hessian.len(), n * n, "hessian must be {n} x {n}");
-    let start = decompose(matrix, granularity, bits);
-    if matrix.values.is_empty() {
-        return start;
-    }
-    let Some(feedback) = Feedback::new(hessian, n, damping) else {
-        return assign(matrix, granularity, &start.codebooks);
-    };
-    let weights = inputs_major(matrix, matrix.values);
-    let mut books = start.codebooks;
-    let mut best: Option<(f64, Vec<Vec<f64>>, Vec<u8>)> = None;
-    for _ in 0..rounds.max(1) {
-        let mut index = feedback.round(&layout, &weights, &books);
-        let (before, after) = refit(&layout, &weights, hessian, &mut books, &mut index);
-        if best.as_ref().is_none_or(|(error, _, _)| after < *error) {
-            best = Some((after, books.clone(), index));
+    Hessian::new(hessian.to_vec(), damping).decompose(matrix, granularity, bits, rounds)
+}
+
+/// A weight's `H = X^T X` with the rounding feedback of its damped form, factored once
+/// for every setting fitted against it.
+pub struct Hessian {
+    values: Vec<f64>,
+    inputs: usize,
+    feedback: Option<Feedback>,
+}
+
+impl Hessian {
+    /// Factors the symmetric row-major `values` (`N x N`) damped by `damping`, as
+    /// [`compensate`] describes.
+    ///
+    /// # Panics
+    /// If `values.len()` is not a square.
+    pub fn new(values: Vec<f64>, damping: f64) -> Self {
+        let inputs = (values.len() as f64).sqrt().round() as usize;
+        assert_eq!(inputs * inputs, values.len(), "hessian must be square");
+        let feedback = Feedback::new(&values, inputs, damping);
+        Hessian {
+            values,
+            inputs,
+            feedback,
         }
-        if after > before * (1.0 - ROUND_GAIN) {
-            break;
-        }
     }
-    let (_, codebooks, index) = best.expect("at least one round");
-    Decomposition {
-        codebooks,
-        index: layout.matrix_order(matrix, &index),
-        sse_bound: 0.0,
-        outliers: Vec::new(),
+
+    /// `N`, the inputs per channel of the weights it fits.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// [`compensate_in_rounds`] with this factored `H`.
+    ///
+    /// # Panics
+    /// If `matrix` does not have [`inputs`](Self::inputs) inputs per channel.
+    pub fn decompose(
+        &self,
+        matrix: &Matrix,
+        granularity: Granularity,
+        bits: u32,
+        rounds: usize,
+    ) -> Decomposition {
+        let layout = Layout::new(matrix, granularity);
+        let n = layout.inputs;
+        assert_eq!(self.inputs, n, "hessian must be {n} x {n}");
+        let start = decompose(matrix, granularity, bits);
+        if matrix.values.is_empty() {
+            return start;
+        }
+        let Some(feedback) = &self.feedback else {
+            return assign(matrix, granularity, &start.codebooks);
+        };
+        let hessian = &self.values;
+        let weights = inputs_major(matrix, matrix.values);
+        let mut books = start.codebooks;
+        let mut best: Option<(f64, Vec<Vec<f64>>, Vec<u8>)> = None;
+        for _ in 0..rounds.max(1) {
+            let mut index = feedback.round(&layout, &weights, &books);
+            let (before, after) = refit(&layout, &weights, hessian, &mut books, &mut index);
+            if best.as_ref().is_none_or(|(error, _, _)| after < *error) {
+                best = Some((after, books.clone(), index));
+            }
+            if after > before * (1.0 - ROUND_GAIN) {
+                break;
+            }
+        }
+        let (_, codebooks, index) = best.expect("at least one round");
+        Decomposition {
+            codebooks,
+            index: layout.matrix_order(matrix, &index),
+            sse_bound: 0.0,
+            outliers: Vec::new(),
+        }
     }
 }
 

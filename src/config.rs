@@ -7,8 +7,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 use crate::onnx::tensor::FloatType;
-use crate::particles::Granularity;
 use crate::particles::pack::packed_len;
+use crate::particles::{CodebookFit, Granularity};
 use crate::rules::RULES;
 
 /// Options of the rewrite.
@@ -65,6 +65,10 @@ pub struct Config {
     pub subspaces: bool,
     /// How the LUT form reads the dot products (see [`LutGather`]).
     pub lut_gather: LutGather,
+    /// How scalar codebooks are fitted: exact optimal k-means (default) or Lloyd
+    /// iterations (`--fit fast`). Applies to each weight's own nearest-particle fit;
+    /// `--compensate`, `--share alike` and vector or subspace particles fit their own way.
+    pub codebook_fit: CodebookFit,
 }
 
 /// The particle settings of one weight.
@@ -170,6 +174,7 @@ impl Default for Config {
             form: Form::Decode,
             subspaces: false,
             lut_gather: LutGather::Rows,
+            codebook_fit: CodebookFit::Exact,
         }
     }
 }

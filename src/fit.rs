@@ -13,7 +13,7 @@ use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
 use crate::particles::subspace::{SubspaceDecomposition, decompose_subspaces};
 use crate::particles::vector::{VectorDecomposition, decompose_vectors};
 use crate::particles::{
-    Decomposition, Granularity, Matrix, assign, decompose, decompose_with_outliers,
+    CodebookFit, Decomposition, Granularity, Matrix, assign, decompose, decompose_with_outliers,
 };
 use crate::plan::WeightPlan;
 use crate::rules::SkipReason;
@@ -48,6 +48,9 @@ pub struct Fit {
     pub signal: f64,
     /// Under `--form lut`, how its MatMul/Gemm readers gather; `None`: decode form.
     pub lut: Option<LutGather>,
+    /// How the scalar codebooks were fitted: [`CodebookFit::Lloyd`] only where the
+    /// weight's own nearest-particle fit ran under `--fit fast`.
+    pub codebook_fit: CodebookFit,
 }
 
 impl Fit {
@@ -137,6 +140,7 @@ pub fn fit_values(
     }
     let matrix = matrix(w, values);
     let setting = w.setting(config);
+    let mut codebook_fit = CodebookFit::Exact;
     let (particles, granularity, bits) = if config.uses_subspaces() {
         let inputs = matrix.channels_and_inputs().1;
         if !inputs.is_multiple_of(config.dim) {
@@ -173,7 +177,10 @@ pub fn fit_values(
             Some(h) if config.outliers == 0.0 => {
                 h.decompose(&matrix, granularity, bits, config.compensate_rounds)
             }
-            _ => decompose_with_outliers(&matrix, granularity, bits, config.outliers),
+            _ => {
+                codebook_fit = config.codebook_fit;
+                decompose_with_outliers(&matrix, granularity, bits, config.outliers, codebook_fit)
+            }
         };
         (Particles::Scalar(d), granularity, bits)
     };
@@ -209,6 +216,7 @@ pub fn fit_values(
         sse,
         signal,
         lut: (config.form == Form::Lut).then_some(config.lut_gather),
+        codebook_fit,
     })
 }
 

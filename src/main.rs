@@ -15,7 +15,7 @@ use sora_onnx::inspect::relations;
 use sora_onnx::onnx::external::model_dir;
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::{DataPlacement, load_model, save_model_with_data, write_atomic};
-use sora_onnx::particles::Granularity;
+use sora_onnx::particles::{CodebookFit, Granularity};
 use sora_onnx::prove::{EXTERNAL_LIMIT, load_for_proof};
 use sora_onnx::rewrite::rewrite_calibrated;
 use sora_onnx::tune::{Calibrated, calibrate, rewrite_to_bits, smallest_passing};
@@ -178,6 +178,10 @@ struct ParticleArgs {
     /// input row in onnxruntime, but holds an index per row at run time).
     #[arg(long, value_enum, default_value_t = LutGatherArg::Rows)]
     lut_gather: LutGatherArg,
+    /// How scalar codebooks are fitted: exact (optimal 1-D k-means) or fast (Lloyd
+    /// iterations on the sorted values: a local optimum, several times faster).
+    #[arg(long, value_enum, default_value_t = FitArg::Exact)]
+    fit: FitArg,
     /// Op types whose weights are rewritten, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "MatMul,Gemm,Gather,Conv")]
     ops: Vec<String>,
@@ -253,6 +257,12 @@ enum FormArg {
 enum LutGatherArg {
     Rows,
     Elements,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FitArg {
+    Exact,
+    Fast,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -366,6 +376,10 @@ impl ParticleArgs {
             lut_gather: match self.lut_gather {
                 LutGatherArg::Rows => LutGather::Rows,
                 LutGatherArg::Elements => LutGather::Elements,
+            },
+            codebook_fit: match self.fit {
+                FitArg::Exact => CodebookFit::Exact,
+                FitArg::Fast => CodebookFit::Lloyd,
             },
             min_elements: self.min_elements,
             selection: Selection::new(&self.include, &self.exclude)?,

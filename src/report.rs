@@ -51,7 +51,8 @@ pub enum KmeansMethod {
     Exact,
     /// Optimal k-means on a fine histogram; error within `mse_bound` of the optimum.
     Histogram,
-    /// Vector particles: k-means++ seeding and Lloyd iterations (a local optimum).
+    /// Lloyd iterations (a local optimum): vector particles from k-means++ seeding, or
+    /// scalar codebooks under `--fit fast`.
     Lloyd,
     /// `--lossless` found integers times a scale per channel: no k-means needed.
     ScaledGrid,

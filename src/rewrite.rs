@@ -18,6 +18,7 @@ use crate::graph::{Constant, ConstantSource, Graph, GraphStep, Names};
 use crate::onnx::external_bytes;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_tensor, float_values};
+use crate::particles::CodebookFit;
 use crate::plan::{Plan, Skipped, WeightPlan, node_label, plan};
 use crate::relation::{alike_groups, relate};
 use crate::report::{GroupReport, KmeansMethod, Report, TensorReport};
@@ -286,6 +287,9 @@ fn tensor_report(
             (Particles::Vector(d), _) if d.dim > 1 => KmeansMethod::Lloyd,
             (Particles::Subspace(d), _) if d.dim > 1 => KmeansMethod::Lloyd,
             (Particles::Scaled(_), _) => KmeansMethod::ScaledGrid,
+            (Particles::Scalar(_), _) if fit.codebook_fit == CodebookFit::Lloyd => {
+                KmeansMethod::Lloyd
+            }
             (_, true) => KmeansMethod::Histogram,
             _ => KmeansMethod::Exact,
         },

@@ -10,7 +10,7 @@ use sora_onnx::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
 use sora_onnx::onnx::tensor::FloatType;
 use sora_onnx::particles::vector::decompose_vectors;
 use sora_onnx::particles::{
-    Decomposition, Granularity, Matrix, decompose, decompose_with_outliers,
+    CodebookFit, Decomposition, Granularity, Matrix, decompose, decompose_with_outliers,
 };
 use tract_onnx::prelude::*;
 
@@ -120,7 +120,13 @@ fn check(case: Case) {
         cols,
         channel_axis,
     };
-    let decomposition = decompose_with_outliers(&matrix, granularity, bits, case.outliers);
+    let decomposition = decompose_with_outliers(
+        &matrix,
+        granularity,
+        bits,
+        case.outliers,
+        CodebookFit::Exact,
+    );
     let expected = decomposition.decoded(&matrix, granularity, |v| ty.round(codebook.round(v)));
     let dims = case.dims.clone().unwrap_or(vec![rows as i64, cols as i64]);
     let target = Target {

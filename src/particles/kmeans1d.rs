@@ -58,14 +58,14 @@ pub struct Clusters {
 /// Prefix sums over the groups (entry `i` sums groups `0..i`) as separate arrays, so
 /// that the scan over split points reads three contiguous slices.
 #[derive(Default)]
-struct Prefix {
-    count: Vec<f64>,
+pub(super) struct Prefix {
+    pub(super) count: Vec<f64>,
     sum: Vec<f64>,
     sum_sq: Vec<f64>,
 }
 
 impl Prefix {
-    fn fill(&mut self, groups: &[Group]) {
+    pub(super) fn fill(&mut self, groups: &[Group]) {
         let mut acc = Group::default();
         for v in [&mut self.count, &mut self.sum, &mut self.sum_sq] {
             v.clear();
@@ -82,13 +82,14 @@ impl Prefix {
     }
 
     /// Squared error of groups `a..b` around their mean (`a < b`).
-    fn sse(&self, a: usize, b: usize) -> f64 {
+    pub(super) fn sse(&self, a: usize, b: usize) -> f64 {
         let count = self.count[b] - self.count[a];
         let sum = self.sum[b] - self.sum[a];
         (self.sum_sq[b] - self.sum_sq[a] - sum * sum / count).max(0.0)
     }
 
-    fn mean(&self, a: usize, b: usize) -> f64 {
+    /// Mean of groups `a..b` (`a < b`).
+    pub(super) fn mean(&self, a: usize, b: usize) -> f64 {
         (self.sum[b] - self.sum[a]) / (self.count[b] - self.count[a])
     }
 }

@@ -6,6 +6,7 @@
 pub mod codebook;
 pub mod compensate;
 pub mod kmeans1d;
+pub mod lloyd1d;
 pub mod pack;
 pub mod scaled;
 pub mod subspace;
@@ -13,7 +14,7 @@ pub mod vector;
 
 use rayon::prelude::*;
 
-pub use codebook::{Codebook, distinct_count, fit_codebook};
+pub use codebook::{Codebook, CodebookFit, distinct_count, fit_codebook, fit_codebook_by};
 
 /// How many weights share one codebook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -226,7 +227,17 @@ impl Decomposition {
 /// Decomposes `matrix` into codebooks of `2^bits` particles at `granularity`, each by
 /// exact optimal 1-D k-means ([`fit_codebook`]); codebooks are fitted in parallel.
 pub fn decompose(matrix: &Matrix, granularity: Granularity, bits: u32) -> Decomposition {
-    fit_codebooks(matrix, granularity, bits, &[])
+    decompose_by(matrix, granularity, bits, CodebookFit::Exact)
+}
+
+/// [`decompose`] with every codebook fitted by `fit` ([`fit_codebook_by`]).
+pub fn decompose_by(
+    matrix: &Matrix,
+    granularity: Granularity,
+    bits: u32,
+    fit: CodebookFit,
+) -> Decomposition {
+    fit_codebooks(matrix, granularity, bits, fit, &[])
 }
 
 /// Indexes `matrix` into the given `codebooks` (each ascending, numbered as
@@ -252,7 +263,7 @@ pub fn assign(matrix: &Matrix, granularity: Granularity, codebooks: &[Vec<f64>])
     }
 }
 
-/// Like [`decompose`], but the `fraction` of weights the codebooks serve worst keep
+/// Like [`decompose_by`], but the `fraction` of weights the codebooks serve worst keep
 /// their exact value: after a first fit, those weights are set aside as outliers and
 /// the codebooks are fitted again on the others.
 pub fn decompose_with_outliers(
@@ -260,8 +271,9 @@ pub fn decompose_with_outliers(
     granularity: Granularity,
     bits: u32,
     fraction: f64,
+    fit: CodebookFit,
 ) -> Decomposition {
-    let first = decompose(matrix, granularity, bits);
+    let first = decompose_by(matrix, granularity, bits, fit);
     let count = ((fraction * matrix.values.len() as f64).round() as usize).min(matrix.values.len());
     if count == 0 {
         return first;
@@ -280,22 +292,23 @@ pub fn decompose_with_outliers(
     }
     Decomposition {
         outliers: outliers.iter().map(|&p| (p, matrix.values[p])).collect(),
-        ..fit_codebooks(matrix, granularity, bits, &excluded)
+        ..fit_codebooks(matrix, granularity, bits, fit, &excluded)
     }
 }
 
-/// Fits every codebook on the positions it serves that are not `excluded` (an empty
-/// slice excludes nothing); excluded positions get index 0.
+/// Fits every codebook by `fit` on the positions it serves that are not `excluded`
+/// (an empty slice excludes nothing); excluded positions get index 0.
 fn fit_codebooks(
     matrix: &Matrix,
     granularity: Granularity,
     bits: u32,
+    fit: CodebookFit,
     excluded: &[bool],
 ) -> Decomposition {
     let k = 1usize << bits;
     if granularity == Granularity::Tensor && excluded.is_empty() {
         // One codebook over every weight: no positions to gather or scatter.
-        let book = fit_codebook(matrix.values, k);
+        let book = fit_codebook_by(matrix.values, k, fit);
         return Decomposition {
             codebooks: vec![book.particles],
             index: book.index,
@@ -316,7 +329,7 @@ fn fit_codebooks(
         .into_par_iter()
         .map(|id| {
             let values: Vec<f64> = served(id).iter().map(|&p| matrix.values[p]).collect();
-            fit_codebook(&values, k)
+            fit_codebook_by(&values, k, fit)
         })
         .collect();
     let width = books.iter().map(|b| b.particles.len()).max().unwrap_or(1);
@@ -433,7 +446,7 @@ mod tests {
             cols: 3,
             channel_axis: 1,
         };
-        let d = decompose_with_outliers(&m, Granularity::Tensor, 1, 1.0 / 6.0);
+        let d = decompose_with_outliers(&m, Granularity::Tensor, 1, 1.0 / 6.0, CodebookFit::Exact);
         assert_eq!(d.outliers, vec![(1, 0.1)]);
         assert_eq!(d.codebooks.len(), 1);
         assert!((d.codebooks[0][0] - 0.025).abs() < 1e-12 && d.codebooks[0][1] == 9.0);

@@ -9,7 +9,7 @@
 use super::kmeans1d::{Clusters, Group, Prefix, optimal_clusters};
 
 /// Most Lloyd steps one fit takes.
-pub const MAX_STEPS: usize = 100000;
+pub const MAX_STEPS: usize = 1000;
 
 /// Splits `groups` (ascending, each with a positive count) into `min(k, groups.len())`
 /// contiguous clusters by Lloyd iterations. With at most `k` groups every group is its

@@ -281,16 +281,10 @@ mod tests {
     /// A seeded channel of `n` weights: mostly a bell (sum of three uniforms), with
     /// a few large outliers.
     fn channel(seed: u64, n: usize) -> Vec<f64> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut uniform = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut rng = crate::rng::Rng::new(seed);
         (0..n)
             .map(|i| {
-                let bell = uniform() + uniform() + uniform();
+                let bell = rng.uniform() + rng.uniform() + rng.uniform() - 1.5;
                 if i % 97 == 3 { bell * 20.0 } else { bell }
             })
             .collect()

@@ -278,9 +278,10 @@ def minilm(binary, work):
     emb = session(lut).run(["461"], {"input_ids": ids[:64], "attention_mask": mask[:64]})[0]
     cos = (ref[:64] * emb).sum(1) / np.linalg.norm(ref[:64], axis=1) / np.linalg.norm(emb, axis=1)
     report("minilm_l3 --form lut --dim 2 --bits 5", cos.mean() >= 0.9, f"mean cosine {cos.mean():.4f} on 64 sentences (floor 0.9), {lut.stat().st_size} bytes")
-    cases = [("2", 0.7, matmuls), ("3", 0.92, matmuls), ("4", 0.985, matmuls), ("8", 0.999, matmuls), ("4", 0.98, [])]
+    fast = [*matmuls, "--fit", "fast"]
+    cases = [("2", 0.7, matmuls), ("3", 0.92, matmuls), ("4", 0.985, matmuls), ("4", 0.985, fast), ("8", 0.999, matmuls), ("4", 0.98, [])]
     for bits, floor, flags in cases:
-        dst = work / f"minilm_l3_b{bits}{'_all' if not flags else ''}.onnx"
+        dst = work / f"minilm_l3_b{bits}{'_all' if not flags else ''}{'_fast' if 'fast' in flags else ''}.onnx"
         rewrite(binary, src, dst, "--bits", bits, *flags)
         check_model(dst)
         emb = session(dst).run(["461"], {"input_ids": ids, "attention_mask": mask})[0]

@@ -56,7 +56,8 @@ pub struct Config {
     /// [`compensate_in_rounds`](crate::particles::compensate::compensate_in_rounds)).
     pub compensate_rounds: usize,
     /// Values whose error measures a weight's sensitivity (e.g. the logits before a
-    /// saturating softmax); empty: the model's outputs.
+    /// saturating softmax); empty: the default of
+    /// [`default_compared`](crate::sensitivity::default_compared).
     pub sensitivity_outputs: Vec<String>,
     /// What the rewritten MatMul/Gemm nodes compute (see [`Form`]).
     pub form: Form,

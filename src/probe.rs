@@ -72,8 +72,7 @@ pub struct ProbedWeight {
 pub struct Probe {
     session: Session,
     inputs: usize,
-    /// Positions, in a run's result, of the values sensitivity compares: the model's
-    /// outputs, or the values named by `Config::sensitivity_outputs`.
+    /// Positions, in a run's result, of the values sensitivity compares.
     pub compared: Vec<usize>,
     /// Where each exposed activation is in a run's result.
     pub activations: HashMap<ActivationKey, usize>,
@@ -85,7 +84,7 @@ impl Probe {
     /// Builds the probe of `model` (external data already inlined) for the plan's
     /// `weights` (from `graph`, the index of `model`). Weights stored in Constant nodes
     /// or subgraphs are not probed. `activations` says whether to expose activations;
-    /// `compared` names the values sensitivity compares (empty: the model's outputs).
+    /// `compared` names the values sensitivity compares.
     pub fn new(
         model: &ModelProto,
         graph: &Graph,
@@ -103,7 +102,6 @@ impl Probe {
             .graph
             .as_mut()
             .ok_or_else(|| Error::invalid("the model has no graph"))?;
-        let outputs = g.output.len();
         let mut facts = calibration.facts();
         let inputs = facts.len();
         let mut probed = Vec::new();
@@ -149,11 +147,7 @@ impl Probe {
                 }
             }
         };
-        let compared = if compared.is_empty() {
-            (0..outputs).collect()
-        } else {
-            compared.iter().map(|name| expose(name, g)).collect()
-        };
+        let compared = compared.iter().map(|name| expose(name, g)).collect();
         let mut exposed = HashMap::new();
         if activations {
             for p in &probed {

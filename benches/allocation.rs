@@ -14,10 +14,15 @@ mod common;
 use std::time::Instant;
 
 use common::{argmax, cosine, fixture, magika_inputs, real_model, run, sentences};
-use sora_onnx::calibration::{Calibration, CalibrationSource};
+use sora_onnx::calibrate::{Calibrated, Sensitivity, budget, calibrate};
+use sora_onnx::graph::Graph;
+use sora_onnx::inputs::{SampleSource, Samples};
+use sora_onnx::job::smallest_passing;
 use sora_onnx::onnx::proto::ModelProto;
-use sora_onnx::rewrite::{Rewritten, rewrite_calibrated};
-use sora_onnx::tune::{Calibrated, calibrate, rewrite_to_bits, smallest_passing};
+use sora_onnx::plan::Plan;
+use sora_onnx::rewrite::{Rewritten, rewrite_plan};
+use sora_onnx::rules::Select;
+use sora_onnx::stats::Stats;
 use sora_onnx::{Config, ProofConfig, validate};
 
 /// magika's output, a softmax written as Exp/Div.
@@ -34,18 +39,45 @@ fn row(label: &str, out: &Rewritten, score: &Score, seconds: f64) {
     );
 }
 
-fn calibrated(model: &ModelProto, config: &Config, npz: &str) -> Calibrated {
-    let source = CalibrationSource::Npz(fixture(npz));
-    let calibration = Calibration::load(model, &source, &ProofConfig::default()).unwrap();
+/// Calibrates `model` under `config` on the samples in `npz`, measuring sensitivity on
+/// 8 of them, on `outputs` (empty: the default).
+fn calibrated(model: &ModelProto, config: &Config, npz: &str, outputs: &[&str]) -> Calibrated {
+    let source = SampleSource::Npz(fixture(npz));
+    let samples = Samples::load(model, &source, &Default::default(), 0).unwrap();
     let start = Instant::now();
-    let c = calibrate(model, config, calibration, 8).unwrap();
+    let graph = Graph::new(model).unwrap();
+    let plan = Plan::new(&graph, config).unwrap();
+    let sensitivity = Sensitivity {
+        samples: 8,
+        outputs: outputs.iter().map(|o| o.to_string()).collect(),
+    };
+    let c = calibrate(&graph, &plan, config, samples, &sensitivity).unwrap();
     println!(
         "calibration: {} samples, {} runs, {:.1} s",
-        c.calibration.samples.len(),
+        c.samples.samples.len(),
         c.runs,
         start.elapsed().as_secs_f64()
     );
     c
+}
+
+/// `model` rewritten under `config`, with `stats` if given.
+fn rewrite_calibrated(model: &ModelProto, config: &Config, stats: Option<&Stats>) -> Rewritten {
+    let graph = Graph::new(model).unwrap();
+    let plan = Plan::new(&graph, config).unwrap();
+    rewrite_plan(&graph, &plan, config, stats).unwrap()
+}
+
+/// `model` rewritten to `target` bits per weight from `calibrated`'s curves.
+fn rewrite_to_bits(
+    model: &ModelProto,
+    config: &Config,
+    calibrated: &Calibrated,
+    target: f64,
+) -> Rewritten {
+    let graph = Graph::new(model).unwrap();
+    let plan = Plan::new(&graph, config).unwrap();
+    budget::rewrite_to_bits(&graph, &plan, config, calibrated, target).unwrap()
 }
 
 /// Every setting of the README table for one model.
@@ -62,7 +94,7 @@ fn table(model: &ModelProto, config: &Config, calibrated: &Calibrated, score: &S
             ..config.clone()
         };
         let start = Instant::now();
-        let out = rewrite_calibrated(model, &plain, None).unwrap();
+        let out = rewrite_calibrated(model, &plain, None);
         row(
             &format!("--bits {bits}"),
             &out,
@@ -74,7 +106,7 @@ fn table(model: &ModelProto, config: &Config, calibrated: &Calibrated, score: &S
             ..corrected.clone()
         };
         let start = Instant::now();
-        let out = rewrite_calibrated(model, &with, Some(&calibrated.stats)).unwrap();
+        let out = rewrite_calibrated(model, &with, Some(&calibrated.stats));
         let seconds = start.elapsed().as_secs_f64();
         row(
             &format!("--bits {bits}, bias correction"),
@@ -85,16 +117,16 @@ fn table(model: &ModelProto, config: &Config, calibrated: &Calibrated, score: &S
         // The allocator at the size uniform bits reached.
         let target = (out.report.bits_per_weight * 100.0).floor() / 100.0;
         let start = Instant::now();
-        let out = rewrite_to_bits(model, &corrected, calibrated, target).unwrap();
+        let out = rewrite_to_bits(model, &corrected, calibrated, target);
         let seconds = start.elapsed().as_secs_f64();
         row(&format!("--target-bits {target}"), &out, score, seconds);
     }
     for target in [3.0, 4.0] {
         let start = Instant::now();
-        let out = rewrite_to_bits(model, &corrected, calibrated, target).unwrap();
+        let out = rewrite_to_bits(model, &corrected, calibrated, target);
         let seconds = start.elapsed().as_secs_f64();
         row(&format!("--target-bits {target}"), &out, score, seconds);
-        let out = rewrite_to_bits(model, config, calibrated, target).unwrap();
+        let out = rewrite_to_bits(model, config, calibrated, target);
         row(
             &format!("--target-bits {target} --no-bias-correction"),
             &out,
@@ -119,11 +151,13 @@ fn auto(model: &ModelProto, config: &Config, calibrated: &Calibrated, bound: f64
             bits,
             ..config.clone()
         };
-        let out = rewrite_calibrated(model, &c, Some(&calibrated.stats)).unwrap();
+        let out = rewrite_calibrated(model, &c, Some(&calibrated.stats));
         let v = validate(model, &out.model, &proof).unwrap();
         v.passed.then_some((bits, out.report.output_bytes))
     });
-    let (out, v, proofs) = smallest_passing(model, &config, calibrated, &proof).unwrap();
+    let graph = Graph::new(model).unwrap();
+    let plan = Plan::new(&graph, &config).unwrap();
+    let (out, v, proofs) = smallest_passing(&graph, &plan, &config, calibrated, &proof).unwrap();
     let worst = v.outputs.iter().map(|o| o.rel_l2).fold(0.0, f64::max);
     println!(
         "--max-rel-error {bound} --auto: {} bytes, {:.2} bits/weight, worst rel_l2 {worst:.4}, {proofs} proofs; smallest uniform that passes: {uniform:?} (bits, bytes)",
@@ -133,7 +167,10 @@ fn auto(model: &ModelProto, config: &Config, calibrated: &Calibrated, bound: f64
 
 fn main() {
     let matmuls = Config {
-        ops: vec!["MatMul".into(), "Gemm".into()],
+        select: Select {
+            ops: vec!["MatMul".into(), "Gemm".into()],
+            ..Select::default()
+        },
         ..Config::default()
     };
 
@@ -151,7 +188,7 @@ fn main() {
         (mean, cosines.iter().copied().fold(f64::INFINITY, f64::min))
     });
     println!("\nminilm_l3, MatMul/Gemm weights, {n} evaluation sentences (2nd: min cosine)");
-    let c = calibrated(&minilm, &matmuls, "sentences/minilm_calib.npz");
+    let c = calibrated(&minilm, &matmuls, "sentences/minilm_calib.npz", &[]);
     table(&minilm, &matmuls, &c, &minilm_score);
     auto(&minilm, &matmuls, &c, 0.1);
     // The presets, as `--preset quality|small --calibration minilm_calib.npz` run them.
@@ -160,7 +197,7 @@ fn main() {
         ..matmuls.clone()
     };
     let start = Instant::now();
-    let out = rewrite_to_bits(&minilm, &quality, &c, 4.0).unwrap();
+    let out = rewrite_to_bits(&minilm, &quality, &c, 4.0);
     row(
         "--preset quality",
         &out,
@@ -172,8 +209,8 @@ fn main() {
         ..quality
     };
     let start = Instant::now();
-    let compensated = calibrated(&minilm, &small, "sentences/minilm_calib.npz");
-    let out = rewrite_to_bits(&minilm, &small, &compensated, 3.0).unwrap();
+    let compensated = calibrated(&minilm, &small, "sentences/minilm_calib.npz", &[]);
+    let out = rewrite_to_bits(&minilm, &small, &compensated, 3.0);
     row(
         "--preset small (calibration included)",
         &out,
@@ -206,19 +243,18 @@ fn main() {
         count - 40
     );
     let all = Config::default();
-    let c = calibrated(&magika, &all, "magika/calib.npz");
+    let c = calibrated(&magika, &all, "magika/calib.npz", &[]);
     table(&magika, &all, &c, &magika_score);
     // Sensitivity is measured on the logits before magika's softmax; measured on the
     // softmax itself, its saturated probabilities hide most weight errors:
     let saturated = Config {
         bias_correction: true,
-        sensitivity_outputs: vec![MAGIKA_OUTPUT.into()],
         ..all
     };
-    let c = calibrated(&magika, &saturated, "magika/calib.npz");
+    let c = calibrated(&magika, &saturated, "magika/calib.npz", &[MAGIKA_OUTPUT]);
     for target in [3.0, 4.0] {
         let start = Instant::now();
-        let out = rewrite_to_bits(&magika, &saturated, &c, target).unwrap();
+        let out = rewrite_to_bits(&magika, &saturated, &c, target);
         let label = format!("--target-bits {target} --sensitivity-output {MAGIKA_OUTPUT}");
         row(&label, &out, &magika_score, start.elapsed().as_secs_f64());
     }

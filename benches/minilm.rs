@@ -16,6 +16,7 @@ use prost::Message;
 use sora_onnx::config::{CodebookType, GranularityChoice, Share};
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::particles::Granularity;
+use sora_onnx::rules::Select;
 use sora_onnx::{Config, rewrite};
 use tract_onnx::prelude::Tensor;
 
@@ -60,7 +61,10 @@ fn main() {
     );
     let header = "| settings | file bytes | ratio | bits/weight | mean cosine | min cosine | rewrite s | Mweights/s |\n|---|---|---|---|---|---|---|---|";
     let matmuls = Config {
-        ops: vec!["MatMul".into()],
+        select: Select {
+            ops: vec!["MatMul".into()],
+            ..Select::default()
+        },
         ..Config::default()
     };
     println!("\nMatMul weights only (--ops MatMul):\n{header}");
@@ -166,14 +170,16 @@ fn main() {
         (
             "--share alike --alike-error 0.1",
             Config {
-                share: Share::Alike(0.1),
+                share: Share::Alike,
+                alike_error: 0.1,
                 ..matmuls.clone()
             },
         ),
         (
             "--share alike --alike-error 0.2",
             Config {
-                share: Share::Alike(0.2),
+                share: Share::Alike,
+                alike_error: 0.2,
                 ..matmuls.clone()
             },
         ),
@@ -188,7 +194,8 @@ fn main() {
             "--granularity tensor --share alike --alike-error 0.05",
             Config {
                 granularity: per_tensor,
-                share: Share::Alike(0.05),
+                share: Share::Alike,
+                alike_error: 0.05,
                 ..matmuls.clone()
             },
         ),

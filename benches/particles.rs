@@ -18,7 +18,7 @@ use sora_onnx::Config;
 use sora_onnx::graph::Graph;
 use sora_onnx::onnx::tensor::float_values;
 use sora_onnx::particles::{CodebookFit, Decomposition, Granularity, Matrix, decompose_by};
-use sora_onnx::plan::plan;
+use sora_onnx::plan::Plan;
 
 /// CPU seconds (user and system) this process has spent, where Linux reports them.
 fn cpu_seconds() -> f64 {
@@ -42,7 +42,7 @@ type Weight = (String, Vec<f64>, [usize; 2], usize);
 fn main() {
     let (_, model) = real_model("minilm_l3");
     let graph = Graph::new(&model).unwrap();
-    let plan = plan(&graph, &Config::default());
+    let plan = Plan::new(&graph, &Config::default()).unwrap();
     let weights: Vec<Weight> = plan
         .weights
         .iter()

@@ -12,8 +12,8 @@ use std::time::Instant;
 use sora_onnx::onnx::load_model;
 use sora_onnx::onnx::proto::tensor_shape_proto::dimension::Value as DimValue;
 use sora_onnx::onnx::proto::type_proto::Value as TypeValue;
-use sora_onnx::prove::Session;
 use sora_onnx::rng::Rng;
+use sora_onnx::runtime::Session;
 use tract_onnx::prelude::{DatumType, Tensor};
 
 /// A memory figure of this process from /proc/self/status in KiB: `VmRSS` (resident

@@ -20,8 +20,8 @@ use crate::onnx::external::is_external;
 use crate::onnx::proto::{NodeProto, TensorProto};
 use crate::onnx::tensor::float_tensor;
 use crate::plan::WeightPlan;
-use crate::probe::activation_of;
-use crate::sensitivity::Stats;
+use crate::rules::{Bias, Linear};
+use crate::stats::{Stats, activation};
 
 /// One correction, for the driver to apply.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,26 +77,18 @@ pub fn corrections(
         (rows, cols)
     };
     let mut fixes = Vec::new();
-    for (i, p) in w.patches.iter().enumerate() {
-        let Some(mean) = activation_of(graph, w, i)
+    for p in &w.patches {
+        let Some(linear) = p.linear else {
+            continue;
+        };
+        let Some(mean) = activation(p)
             .and_then(|key| stats.get(&key))
             .map(|s| s.mean())
             .filter(|m| m.len() == inputs)
         else {
             continue;
         };
-        let n = graph.node(p.node);
-        let attr = |name: &str, default: f32| {
-            n.attribute
-                .iter()
-                .find(|a| a.name() == name)
-                .map_or(default, |a| a.f())
-        };
-        let alpha = if n.op_type() == "Gemm" {
-            attr("alpha", 1.0)
-        } else {
-            1.0
-        } as f64;
+        let alpha = linear.alpha as f64;
         let mut c = vec![0.0; channels];
         for (pos, (a, b)) in original.iter().zip(decoded).enumerate() {
             let (r, k) = (pos / cols, pos % cols);
@@ -108,13 +100,13 @@ pub fn corrections(
             c[channel] += mean[input] * (a - b);
         }
         c.iter_mut().for_each(|v| *v *= alpha);
-        fixes.push(match following_bias(graph, p.node, channels) {
+        fixes.push(match following_bias(graph, &linear, channels) {
             Some((initializer, scale)) => BiasFix::Adjust {
                 initializer,
                 delta: c.iter().map(|v| v * scale).collect(),
             },
             None => {
-                let out = &n.output[0];
+                let out = linear.y;
                 let renamed = names.fresh(&format!("{out}.uncorrected"));
                 let table = names.fresh(&format!("{}.bias_correction", patch.weight.name));
                 let add = names.fresh(&format!("{}.bias_correction/Add", patch.weight.name));
@@ -130,10 +122,9 @@ pub fn corrections(
     fixes
 }
 
-/// The bias initializer that `node`'s correction can be added to, and the factor to
-/// scale the correction by (`1/beta` for Gemm's C).
-fn following_bias(graph: &Graph, id: NodeId, channels: usize) -> Option<(String, f64)> {
-    let n = graph.node(id);
+/// The bias initializer that a `linear` reader's correction can be added to, and the
+/// factor to scale the correction by (`1/beta` for Gemm's C).
+fn following_bias(graph: &Graph, linear: &Linear, channels: usize) -> Option<(String, f64)> {
     // A main-graph initializer of shape [M] or [1, M] with no other reader.
     let own = |name: &str| -> Option<String> {
         let c = graph.constant(0, name)?;
@@ -146,16 +137,15 @@ fn following_bias(graph: &Graph, id: NodeId, channels: usize) -> Option<(String,
             && only_reader)
             .then(|| name.to_string())
     };
-    if n.op_type() == "Gemm" {
-        let beta = n
-            .attribute
-            .iter()
-            .find(|a| a.name() == "beta")
-            .map_or(1.0, |a| a.f()) as f64;
-        let bias = n.input.get(2).filter(|c| !c.is_empty())?;
-        return (beta != 0.0).then(|| own(bias).map(|b| (b, 1.0 / beta)))?;
-    }
-    let [Use::Node { node: add, slot }] = graph.uses(0, &n.output[0])[..] else {
+    let name = match linear.bias {
+        Bias::Input { name, beta } => {
+            let beta = beta as f64;
+            return (beta != 0.0).then(|| own(name).map(|b| (b, 1.0 / beta)))?;
+        }
+        Bias::Absent => return None,
+        Bias::Following => linear.y,
+    };
+    let [Use::Node { node: add, slot }] = graph.uses(0, name)[..] else {
         return None;
     };
     let a = graph.node(add);

@@ -1,29 +1,26 @@
-//! What the pass does, as chosen by the user.
+//! What the pass does, as chosen by the user: which weights (the rules' [`Select`]),
+//! how their particles are fitted, which weights share them, and the form they take.
+//! Per-weight settings are the plan's (see [`crate::plan`]), not the config's.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::str::FromStr;
 
 use crate::error::{Error, Result};
 use crate::onnx::tensor::FloatType;
 use crate::particles::pack::packed_len;
 use crate::particles::{CodebookFit, Granularity};
-use crate::rules::RULES;
+use crate::rules::Select;
 
 /// Options of the rewrite.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Bits per particle index, 1..=8: each codebook holds `2^bits` particles.
+    /// Which weights the rules select.
+    pub select: Select,
+    /// Bits per particle index, 1..=8: each codebook holds `2^bits` particles (every
+    /// weight's, unless the plan gives it a setting of its own).
     pub bits: u32,
     /// How many weights share a codebook.
     pub granularity: GranularityChoice,
-    /// Weights with fewer elements are left alone.
-    pub min_elements: usize,
-    /// Which nodes and weights may be rewritten.
-    pub selection: Selection,
-    /// Op types whose weights are rewritten (a subset of [`crate::rules::RULES`]).
-    pub ops: Vec<String>,
     /// Element type the particles are stored in.
     pub codebook_type: CodebookType,
     /// Only rewrite weights whose codebooks can hold every value exactly, with the
@@ -36,29 +33,15 @@ pub struct Config {
     pub dim: usize,
     /// Additive stages, each fitted to the residual of the previous ones.
     pub stages: usize,
-    /// The model's folder, where external data locations resolve; `None` skips
-    /// weights stored as external data.
-    pub external_dir: Option<PathBuf>,
-    /// Draw a progress bar on stderr while weights are fitted.
-    pub progress: bool,
+    /// How scalar codebooks are fitted: exact optimal k-means (default) or Lloyd
+    /// iterations (`--fit fast`). Applies to each weight's own nearest-particle fit;
+    /// `--compensate`, `--share alike` and vector or subspace particles fit their own way.
+    pub codebook_fit: CodebookFit,
     /// Which related weights share particles.
     pub share: Share,
-    /// Bits and granularity for individual weights, by weight name (the allocator's
-    /// choice under `--target-bits`); other weights follow `bits` and `granularity`.
-    pub settings: HashMap<String, Setting>,
-    /// With calibration statistics, add `mean(x) . (W - W_hat)` to the bias after each
-    /// rewritten MatMul/Gemm, so the output's mean error is zero on the calibration set.
-    pub bias_correction: bool,
-    /// With calibration statistics, choose indices by error-compensating rounding
-    /// (GPTQ-style, with `H = X^T X`) instead of nearest particles.
-    pub compensate: bool,
-    /// Rounds of rounding and refit a compensated fit runs at most (see
-    /// [`compensate_in_rounds`](crate::particles::compensate::compensate_in_rounds)).
-    pub compensate_rounds: usize,
-    /// Values whose error measures a weight's sensitivity (e.g. the logits before a
-    /// saturating softmax); empty: the default of
-    /// [`default_compared`](crate::sensitivity::default_compared).
-    pub sensitivity_outputs: Vec<String>,
+    /// Under [`Share::Alike`]: the extra squared error a joint codebook may cost, as a
+    /// fraction of the members' own.
+    pub alike_error: f64,
     /// What the rewritten MatMul/Gemm nodes compute (see [`Form`]).
     pub form: Form,
     /// One codebook per subspace of `dim` inputs, shared by all output channels
@@ -66,23 +49,21 @@ pub struct Config {
     pub subspaces: bool,
     /// How the LUT form reads the dot products (see [`LutGather`]).
     pub lut_gather: LutGather,
-    /// How scalar codebooks are fitted: exact optimal k-means (default) or Lloyd
-    /// iterations (`--fit fast`). Applies to each weight's own nearest-particle fit;
-    /// `--compensate`, `--share alike` and vector or subspace particles fit their own way.
-    pub codebook_fit: CodebookFit,
-}
-
-/// The particle settings of one weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct Setting {
-    /// Bits per particle index.
-    pub bits: u32,
-    /// Codebook granularity.
-    pub granularity: Granularity,
+    /// With calibration statistics, add `mean(x) . (W - W_hat)` to the bias after each
+    /// rewritten MatMul/Gemm, so the output's mean error is zero on the calibration set.
+    pub bias_correction: bool,
+    /// With calibration statistics, choose indices by error-compensating rounding
+    /// (GPTQ-style, with `H = X^T X`) instead of nearest particles.
+    pub compensate: bool,
+    /// The model's folder, where external data locations resolve; `None` skips
+    /// weights stored as external data.
+    pub external_dir: Option<PathBuf>,
+    /// Draw a progress bar on stderr while weights are fitted.
+    pub progress: bool,
 }
 
 /// How the LUT form gathers each channel's dot products; both compute the same values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LutGather {
     /// Dot products laid out `[S*K, rows]`, one Gather of whole rows: fastest from a
     /// few rows of input up (a sequence, a batch).
@@ -95,7 +76,7 @@ pub enum LutGather {
 }
 
 /// The subgraph a MatMul/Gemm weight becomes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Form {
     /// The weight is rebuilt from its particles; the node is untouched.
     #[default]
@@ -107,25 +88,24 @@ pub enum Form {
 }
 
 /// Which related weights share particles (see [`crate::relation`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Share {
     /// Every weight is decomposed on its own.
     None,
     /// Identical and transposed weights are decoded once.
+    #[default]
     Identical,
     /// As `Identical`, and weights of the same shape whose joint codebooks cost at
-    /// most this fraction of extra squared error read one shared codebook.
-    Alike(f64),
+    /// most `alike_error` extra squared error read one shared codebook.
+    Alike,
 }
 
-/// Op types rewritten by default.
-pub const DEFAULT_OPS: [&str; 4] = ["MatMul", "Gemm", "Gather", "Conv"];
-
 /// Element type of stored particles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum CodebookType {
     /// Half precision, cast to the weight's type in the graph. A codebook whose values
     /// do not fit in half precision (beyond +-65504) is stored in the weight's type.
+    #[default]
     F16,
     /// Single precision, or the weight's own type when that is half precision.
     F32,
@@ -154,28 +134,24 @@ impl CodebookType {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            select: Select::default(),
             bits: 4,
             granularity: GranularityChoice::Auto,
-            min_elements: 4096,
-            selection: Selection::default(),
-            ops: DEFAULT_OPS.iter().map(|s| s.to_string()).collect(),
             codebook_type: CodebookType::F16,
             lossless: false,
             outliers: 0.0,
             dim: 1,
             stages: 1,
-            external_dir: None,
-            progress: false,
+            codebook_fit: CodebookFit::Exact,
             share: Share::Identical,
-            settings: HashMap::new(),
-            bias_correction: false,
-            compensate: false,
-            compensate_rounds: crate::particles::compensate::ROUNDS,
-            sensitivity_outputs: Vec::new(),
+            alike_error: 0.2,
             form: Form::Decode,
             subspaces: false,
             lut_gather: LutGather::Rows,
-            codebook_fit: CodebookFit::Exact,
+            bias_correction: false,
+            compensate: false,
+            external_dir: None,
+            progress: false,
         }
     }
 }
@@ -198,8 +174,20 @@ impl Config {
         self.subspaces || self.form == Form::Lut
     }
 
+    /// Whether every weight takes the common bits and granularity, so per-weight
+    /// settings (the allocator's) do not apply: vectors, subspaces, lossless,
+    /// outliers and alike codebooks fit their own way.
+    pub fn fits_own_way(&self) -> bool {
+        self.uses_vectors()
+            || self.uses_subspaces()
+            || self.lossless
+            || self.outliers > 0.0
+            || self.share == Share::Alike
+    }
+
     /// Checks that every option is in range.
     pub fn validate(&self) -> Result<()> {
+        self.select.validate()?;
         if !(1..=8).contains(&self.bits) {
             return Err(Error::Config(format!(
                 "--bits must be 1..=8, not {}",
@@ -218,8 +206,8 @@ impl Config {
                 self.dim, self.stages
             )));
         }
-        if let Share::Alike(tolerance) = self.share
-            && (!(0.0..=10.0).contains(&tolerance)
+        if self.share == Share::Alike
+            && (!(0.0..=10.0).contains(&self.alike_error)
                 || self.uses_vectors()
                 || self.lossless
                 || self.outliers > 0.0)
@@ -228,58 +216,25 @@ impl Config {
                 "--share alike takes an extra error in [0, 10] and scalar codebooks (no --dim, --stages, --lossless or --outliers)".into(),
             ));
         }
-        if self.uses_vectors() {
-            let per_tensor = matches!(
-                self.granularity,
-                GranularityChoice::Auto | GranularityChoice::Fixed(Granularity::Tensor)
-            );
-            if self.lossless || self.outliers > 0.0 || !per_tensor {
-                return Err(Error::Config(
-                    "--dim and --stages use one codebook per tensor and stage; they do not combine with --lossless, --outliers or --granularity channel/block".into(),
-                ));
-            }
-        }
-        if !self.settings.is_empty()
-            && (self.uses_vectors()
-                || self.uses_subspaces()
-                || self.lossless
-                || self.outliers > 0.0
-                || matches!(self.share, Share::Alike(_)))
-        {
+        let per_tensor = matches!(
+            self.granularity,
+            GranularityChoice::Auto | GranularityChoice::Fixed(Granularity::Tensor)
+        );
+        if self.uses_vectors() && (self.lossless || self.outliers > 0.0 || !per_tensor) {
             return Err(Error::Config(
-                "per-weight bits (--target-bits, --auto, presets) take scalar codebooks in the decode form, without --lossless, --outliers or --share alike".into(),
+                "--dim and --stages use one codebook per tensor and stage; they do not combine with --lossless, --outliers or --granularity channel/block".into(),
             ));
-        }
-        if let Some((name, s)) = self
-            .settings
-            .iter()
-            .find(|(_, s)| !(1..=8).contains(&s.bits))
-        {
-            return Err(Error::Config(format!(
-                "weight '{name}': {} bits is outside 1..=8",
-                s.bits
-            )));
         }
         if self.uses_subspaces()
             && (self.stages > 1
                 || self.lossless
                 || self.outliers > 0.0
-                || matches!(self.share, Share::Alike(_))
-                || !matches!(
-                    self.granularity,
-                    GranularityChoice::Auto | GranularityChoice::Fixed(Granularity::Tensor)
-                ))
+                || self.share == Share::Alike
+                || !per_tensor)
         {
             return Err(Error::Config(
                 "--form lut and --subspaces use one codebook per subspace of --dim inputs; they do not combine with --stages, --lossless, --outliers, --share alike or --granularity channel/block".into(),
             ));
-        }
-        let known: Vec<&str> = RULES.iter().map(|(op, _)| *op).collect();
-        if let Some(op) = self.ops.iter().find(|op| !known.contains(&op.as_str())) {
-            return Err(Error::Config(format!(
-                "--ops: no rule for '{op}' (known: {})",
-                known.join(", ")
-            )));
         }
         Ok(())
     }
@@ -293,6 +248,29 @@ pub enum GranularityChoice {
     Auto,
     /// Always this granularity.
     Fixed(Granularity),
+}
+
+impl FromStr for GranularityChoice {
+    type Err = String;
+
+    /// `auto`, `tensor`, `channel` or `block:G` with `G > 0`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => GranularityChoice::Auto,
+            "tensor" => GranularityChoice::Fixed(Granularity::Tensor),
+            "channel" => GranularityChoice::Fixed(Granularity::Channel),
+            _ => {
+                let size = s
+                    .strip_prefix("block:")
+                    .and_then(|g| g.parse::<usize>().ok())
+                    .filter(|&g| g > 0);
+                let size = size.ok_or_else(|| {
+                    format!("expected auto, tensor, channel or block:G with G > 0, got '{s}'")
+                })?;
+                GranularityChoice::Fixed(Granularity::Block(size))
+            }
+        })
+    }
 }
 
 impl GranularityChoice {
@@ -320,78 +298,9 @@ impl GranularityChoice {
     }
 }
 
-/// Include and exclude globs over node and weight names.
-#[derive(Clone, Debug, Default)]
-pub struct Selection {
-    include: Option<GlobSet>,
-    exclude: GlobSet,
-    exclude_patterns: Vec<String>,
-}
-
-/// Why a [`Selection`] leaves a node out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Unselected {
-    /// Neither the node nor the weight name matches an `--include` glob.
-    NotIncluded,
-    /// The node or weight name matches this `--exclude` glob.
-    Excluded(String),
-}
-
-impl Selection {
-    /// Compiles the globs; with no include glob, everything not excluded is selected.
-    pub fn new(include: &[String], exclude: &[String]) -> Result<Self> {
-        let compile = |patterns: &[String]| -> Result<GlobSet> {
-            let mut set = GlobSetBuilder::new();
-            for p in patterns {
-                set.add(Glob::new(p).map_err(|e| Error::Config(format!("bad glob '{p}': {e}")))?);
-            }
-            set.build().map_err(|e| Error::Config(e.to_string()))
-        };
-        Ok(Selection {
-            include: (!include.is_empty())
-                .then(|| compile(include))
-                .transpose()?,
-            exclude: compile(exclude)?,
-            exclude_patterns: exclude.to_vec(),
-        })
-    }
-
-    /// `Ok` if a node named `node` reading weight `weight` is selected.
-    pub fn check(&self, node: &str, weight: &str) -> Result<(), Unselected> {
-        if let Some(include) = &self.include
-            && !include.is_match(node)
-            && !include.is_match(weight)
-        {
-            return Err(Unselected::NotIncluded);
-        }
-        let mut hits = self.exclude.matches(node);
-        hits.extend(self.exclude.matches(weight));
-        match hits.first() {
-            Some(&i) => Err(Unselected::Excluded(self.exclude_patterns[i].clone())),
-            None => Ok(()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn include_and_exclude_match_node_or_weight_names() {
-        let s = Selection::new(&["*attention*".into()], &["*key*".into()]).unwrap();
-        assert_eq!(s.check("/layer.0/attention/query/MatMul", "w1"), Ok(()));
-        assert_eq!(s.check("/layer.0/output/MatMul", "attention_w"), Ok(()));
-        assert_eq!(
-            s.check("/layer.0/output/MatMul", "w2"),
-            Err(Unselected::NotIncluded)
-        );
-        assert_eq!(
-            s.check("/layer.0/attention/key/MatMul", "w3"),
-            Err(Unselected::Excluded("*key*".into()))
-        );
-        assert_eq!(Selection::default().check("any", "thing"), Ok(()));
-    }
 
     #[test]
     fn auto_granularity_weighs_codebooks_against_indices() {
@@ -407,7 +316,19 @@ mod tests {
     }
 
     #[test]
-    fn bad_bits_and_globs_are_refused() {
+    fn granularity_parses_every_spelling() {
+        let parse = |s: &str| s.parse::<GranularityChoice>();
+        assert_eq!(parse("auto"), Ok(GranularityChoice::Auto));
+        assert_eq!(
+            parse("block:32"),
+            Ok(GranularityChoice::Fixed(Granularity::Block(32)))
+        );
+        assert!(parse("block:0").is_err());
+        assert!(parse("rows").is_err());
+    }
+
+    #[test]
+    fn bad_bits_are_refused() {
         let config = Config {
             bits: 9,
             ..Config::default()
@@ -416,6 +337,5 @@ mod tests {
             config.validate().unwrap_err().to_string(),
             "invalid option: --bits must be 1..=8, not 9"
         );
-        assert!(Selection::new(&["[".into()], &[]).is_err());
     }
 }

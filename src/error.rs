@@ -41,6 +41,21 @@ pub enum Error {
     /// An option or argument is out of range or inconsistent.
     #[error("invalid option: {0}")]
     Config(String),
+    /// A stage of the rewrite failed on one weight.
+    #[error("{stage} of weight '{weight}' (read by node '{node}'): {error}")]
+    Stage {
+        /// The stage: "read", "fit", "emit".
+        stage: &'static str,
+        /// The weight.
+        weight: String,
+        /// Its first reader.
+        node: String,
+        /// What went wrong.
+        error: Box<Error>,
+    },
+    /// The proof could not run.
+    #[error("proof failed to run (pass --no-validate to skip it): {0}")]
+    Proof(Box<Error>),
     /// tract could not load or run a model during the proof.
     #[error("tract could not {action} the {model} model: {message}")]
     Tract {
@@ -62,6 +77,16 @@ impl Error {
         Error::Tensor {
             name: name.to_string(),
             what: what.into(),
+        }
+    }
+
+    /// An [`Error::Stage`]: `error` happened in `stage` on `weight`, read by `node`.
+    pub fn stage(stage: &'static str, weight: &str, node: &str, error: Error) -> Self {
+        Error::Stage {
+            stage,
+            weight: weight.to_string(),
+            node: node.to_string(),
+            error: Box::new(error),
         }
     }
 

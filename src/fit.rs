@@ -2,7 +2,7 @@
 //! for (bits, granularity, lossless, outliers, vectors and stages), decompose, and
 //! emit the matching form. Called by the driver for every planned weight, in parallel.
 
-use crate::config::{Config, Form, GranularityChoice, LutGather, Setting};
+use crate::config::{Config, Form, GranularityChoice, LutGather};
 use crate::error::Result;
 use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
 use crate::graph::{Graph, Names};
@@ -15,7 +15,7 @@ use crate::particles::vector::{VectorDecomposition, decompose_vectors};
 use crate::particles::{
     CodebookFit, Decomposition, Granularity, Matrix, assign, decompose, decompose_with_outliers,
 };
-use crate::plan::WeightPlan;
+use crate::plan::{Setting, WeightPlan};
 use crate::rules::SkipReason;
 
 /// The particles of one weight.
@@ -92,13 +92,13 @@ impl Fit {
             Particles::Scaled(grid) => scaled::emit(&target, grid, names),
             Particles::Vector(d) => vector::emit(&target, d, names),
             Particles::Subspace(d) => {
-                let readers: Vec<_> = w
+                let readers: Option<Vec<_>> = w
                     .patches
                     .iter()
-                    .map(|p| (p.node, graph.node(p.node)))
+                    .map(|p| Some((p.node, p.linear?)))
                     .collect();
-                match self.lut {
-                    Some(gather) if readers.iter().all(|(_, n)| lut::replaces(n)) => {
+                match (self.lut, readers) {
+                    (Some(gather), Some(readers)) => {
                         lut::emit(&target, d, &readers, graph.opset, gather, names)
                     }
                     _ => subspace::emit(&target, d, names),
@@ -120,18 +120,27 @@ pub fn matrix<'a>(w: &WeightPlan, values: &'a [f64]) -> Matrix<'a> {
     }
 }
 
-/// Decomposes one planned weight whose `values` were read, or says why it cannot be.
-/// With `shared`, the weight is indexed into those codebooks (fitted jointly with
-/// other weights under `--share alike`) instead of codebooks of its own. With
-/// `config.compensate` and the weight's `hessian` (`H = X^T X` over its inputs, from
-/// calibration), scalar codebooks are fitted by error-compensating rounding
-/// ([`Hessian::decompose`], `config.compensate_rounds`) instead of nearest particles.
+/// Error-compensating rounding for one weight: its `H = X^T X` (from calibration) and
+/// the most rounds of rounding and refit to run (see [`Hessian::decompose`]).
+#[derive(Clone, Copy)]
+pub struct Compensation<'a> {
+    /// The weight's factored `H`.
+    pub hessian: &'a Hessian,
+    /// Rounds to run at most.
+    pub rounds: usize,
+}
+
+/// Decomposes one planned weight whose `values` were read, at its setting, or says why
+/// it cannot be. With `shared`, the weight is indexed into those codebooks (fitted
+/// jointly with other weights under `--share alike`) instead of codebooks of its own.
+/// With a `compensation` over the weight's inputs, scalar codebooks are fitted by
+/// error-compensating rounding instead of nearest particles.
 pub fn fit_values(
     w: &WeightPlan,
     values: &[f64],
     config: &Config,
     shared: Option<&[Vec<f64>]>,
-    hessian: Option<&Hessian>,
+    compensation: Option<Compensation>,
 ) -> Result<Fit, SkipReason> {
     let patch = w.first();
     let name = patch.weight.name.to_string();
@@ -139,24 +148,24 @@ pub fn fit_values(
         return Err(SkipReason::NonFinite(name));
     }
     let matrix = matrix(w, values);
-    let setting = w.setting(config);
+    let setting = w.setting;
     let mut codebook_fit = CodebookFit::Exact;
     let (particles, granularity, bits) = if config.uses_subspaces() {
         let inputs = matrix.channels_and_inputs().1;
         if !inputs.is_multiple_of(config.dim) {
             return Err(SkipReason::NotDivisible(name, inputs, config.dim));
         }
-        let d = decompose_subspaces(&matrix, config.dim, config.bits, 0);
-        (Particles::Subspace(d), Granularity::Tensor, config.bits)
+        let d = decompose_subspaces(&matrix, config.dim, setting.bits, 0);
+        (Particles::Subspace(d), Granularity::Tensor, setting.bits)
     } else if config.uses_vectors() {
         let inputs = matrix.channels_and_inputs().1;
         if !inputs.is_multiple_of(config.dim) {
             return Err(SkipReason::NotDivisible(name, inputs, config.dim));
         }
-        let d = decompose_vectors(&matrix, config.dim, config.bits, config.stages, 0);
-        (Particles::Vector(d), Granularity::Tensor, config.bits)
+        let d = decompose_vectors(&matrix, config.dim, setting.bits, config.stages, 0);
+        (Particles::Vector(d), Granularity::Tensor, setting.bits)
     } else if config.lossless {
-        match lossless(&matrix, w, config)? {
+        match lossless(&matrix, w, config.granularity)? {
             Lossless::Codebooks(granularity, bits) => (
                 Particles::Scalar(decompose(&matrix, granularity, bits)),
                 granularity,
@@ -173,9 +182,9 @@ pub fn fit_values(
     } else {
         let Setting { bits, granularity } = setting;
         let inputs = matrix.channels_and_inputs().1;
-        let d = match hessian.filter(|h| config.compensate && h.inputs() == inputs) {
-            Some(h) if config.outliers == 0.0 => {
-                h.decompose(&matrix, granularity, bits, config.compensate_rounds)
+        let d = match compensation.filter(|c| c.hessian.inputs() == inputs) {
+            Some(c) if config.outliers == 0.0 => {
+                c.hessian.decompose(&matrix, granularity, bits, c.rounds)
             }
             _ => {
                 codebook_fit = config.codebook_fit;
@@ -233,11 +242,16 @@ fn bits_for(distinct: usize) -> u32 {
     (usize::BITS - distinct.saturating_sub(1).leading_zeros()).max(1)
 }
 
-/// `--lossless`: the cheapest exact storage within `--bits`: codebooks at the
-/// configured granularity (under `auto`, tensor or channel), or a grid of integers
+/// `--lossless`: the cheapest exact storage within the weight's bits: codebooks at the
+/// `choice` of granularity (under `auto`, tensor or channel), or a grid of integers
 /// times a scale per row or per column (dequantized int8 weights).
-fn lossless(matrix: &Matrix, w: &WeightPlan, config: &Config) -> Result<Lossless, SkipReason> {
-    let granularities = match config.granularity {
+fn lossless(
+    matrix: &Matrix,
+    w: &WeightPlan,
+    choice: GranularityChoice,
+) -> Result<Lossless, SkipReason> {
+    let max_bits = w.setting.bits;
+    let granularities = match choice {
         GranularityChoice::Auto => vec![Granularity::Tensor, Granularity::Channel],
         GranularityChoice::Fixed(g) => vec![g],
     };
@@ -249,7 +263,7 @@ fn lossless(matrix: &Matrix, w: &WeightPlan, config: &Config) -> Result<Lossless
         let distinct = matrix.max_distinct(g);
         fewest = fewest.min(distinct);
         let bits = bits_for(distinct);
-        if bits <= config.bits {
+        if bits <= max_bits {
             let bytes = packed_len(n, bits) + matrix.codebooks(g) * distinct * ty.size();
             options.push((bytes, Lossless::Codebooks(g, bits)));
         }
@@ -257,7 +271,7 @@ fn lossless(matrix: &Matrix, w: &WeightPlan, config: &Config) -> Result<Lossless
     for scale_axis in [0, 1] {
         if let Some(grid) = find_scaled_grid(matrix, scale_axis, 128, |v| ty.round(v)) {
             let bits = bits_for(grid.grid.len());
-            if bits <= config.bits {
+            if bits <= max_bits {
                 let bytes =
                     packed_len(n, bits) + grid.grid.len() * 2 + grid.scales.len() * ty.size();
                 options.push((bytes, Lossless::Grid(grid, bits)));
@@ -268,7 +282,5 @@ fn lossless(matrix: &Matrix, w: &WeightPlan, config: &Config) -> Result<Lossless
         .into_iter()
         .min_by_key(|(bytes, _)| *bytes)
         .map(|(_, choice)| choice)
-        .ok_or_else(|| {
-            SkipReason::NotLossless(w.first().weight.name.to_string(), fewest, config.bits)
-        })
+        .ok_or_else(|| SkipReason::NotLossless(w.name().to_string(), fewest, max_bits))
 }

@@ -279,6 +279,16 @@ impl<'m> Graph<'m> {
         &self.scopes[id.scope].graph.node[id.index]
     }
 
+    /// A readable name for a node: its name, or its op type and position.
+    pub fn label(&self, id: NodeId) -> String {
+        let node = self.node(id);
+        match (node.name(), id.scope) {
+            ("", 0) => format!("{} #{}", node.op_type(), id.index),
+            ("", scope) => format!("{} #{} in subgraph {scope}", node.op_type(), id.index),
+            (name, _) => name.to_string(),
+        }
+    }
+
     /// Every node of every scope, scope by scope in list order.
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.scopes.iter().enumerate().flat_map(|(scope, s)| {

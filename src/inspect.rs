@@ -1,17 +1,17 @@
-//! What a rewrite would do, without doing it: candidates, sizes, skip reasons and the
-//! estimated size of each decode subgraph.
+//! What a rewrite would do, without doing it: the plan `rewrite` carries out (its
+//! weights, ties, skip reasons) and the estimated size of each decode subgraph.
 
 use prost::Message;
 
-use crate::config::{Config, Share};
+use crate::config::Config;
 use crate::error::Result;
 use crate::graph::Graph;
 use crate::onnx::proto::ModelProto;
 use crate::onnx::tensor::FloatType;
 use crate::particles::Matrix;
 use crate::particles::pack::packed_len;
-use crate::plan::{Skipped, node_label, plan};
-use crate::relation::{RelationGraph, alike_groups, relate};
+use crate::plan::{Plan, Skipped};
+use crate::relation::RelationGraph;
 
 /// A weight the rewrite would decompose.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -20,6 +20,10 @@ pub struct Candidate {
     pub name: String,
     /// The nodes reading it.
     pub nodes: Vec<String>,
+    /// Identical (or transposed) weights decoded with it.
+    pub tied: Vec<String>,
+    /// Bits per index.
+    pub bits: u32,
     /// Rows and columns.
     pub shape: [usize; 2],
     /// Element type.
@@ -51,21 +55,14 @@ pub struct Inspection {
 /// The relation graph of the weights `config` would rewrite (values are read):
 /// identical and transposed pairs, and under `--share alike` the measured alike groups.
 pub fn relations(model: &ModelProto, config: &Config) -> Result<RelationGraph> {
-    config.validate()?;
     let graph = Graph::new(model)?;
-    let mut plan = plan(&graph, config);
-    let mut relations = relate(&mut plan, config, config.ties_weights())?;
-    if let Share::Alike(tolerance) = config.share {
-        alike_groups(&plan, config, tolerance, &mut relations)?;
-    }
-    Ok(relations)
+    Ok(Plan::new(&graph, config)?.relations)
 }
 
 /// Plans the rewrite of `model` under `config` and estimates its size.
 pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
-    config.validate()?;
     let graph = Graph::new(model)?;
-    let plan = plan(&graph, config);
+    let plan = Plan::new(&graph, config)?;
     let candidates: Vec<Candidate> = plan
         .weights
         .iter()
@@ -78,30 +75,31 @@ pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
                 cols,
                 channel_axis: p.channel_axis,
             };
-            let codebooks = matrix.codebooks(w.granularity(config));
+            let bits = w.setting.bits;
+            let codebooks = matrix.codebooks(w.setting.granularity);
             let particle_size = config
                 .codebook_type
                 .resolve(p.float_type, &[], false)
                 .size();
             Candidate {
                 name: p.weight.name.to_string(),
-                nodes: w
-                    .patches
-                    .iter()
-                    .map(|q| node_label(&graph, q.node))
-                    .collect(),
+                nodes: w.patches.iter().map(|q| graph.label(q.node)).collect(),
+                tied: w.ties.iter().map(|t| t.weight.name.to_string()).collect(),
+                bits,
                 shape: p.shape,
                 dtype: p.float_type,
                 elements: rows * cols,
-                bytes_before: p.weight.tensor.encoded_len(),
+                bytes_before: p.weight.tensor.encoded_len()
+                    + w.ties
+                        .iter()
+                        .map(|t| t.weight.tensor.encoded_len())
+                        .sum::<usize>(),
                 estimated_bytes_after: if config.uses_vectors() {
                     let (stages, dim) = (config.stages, config.dim);
                     stages
-                        * (packed_len(rows * cols / dim, config.bits)
-                            + (1 << config.bits) * dim * particle_size)
+                        * (packed_len(rows * cols / dim, bits) + (1 << bits) * dim * particle_size)
                 } else {
-                    packed_len(rows * cols, config.bits)
-                        + codebooks * (1 << config.bits) * particle_size
+                    packed_len(rows * cols, bits) + codebooks * (1 << bits) * particle_size
                 },
             }
         })

@@ -1,9 +1,15 @@
 //! sora-onnx makes ONNX models smaller by particle decomposition.
 //!
-//! Every constant MatMul/Gemm weight is decomposed into particles: a small codebook of
-//! values and a narrow index per weight. The rewrite replaces the weight by a subgraph
-//! of standard ONNX ops that rebuilds it, so any ONNX runtime runs the result; a proof
-//! in tract compares the original and rewritten models.
+//! Every constant weight the rules select is decomposed into particles: a small
+//! codebook of values and a narrow index per weight. The rewrite replaces the weight by
+//! a subgraph of standard ONNX ops that rebuilds it, so any ONNX runtime runs the
+//! result; a proof in tract compares the original and rewritten models.
+//!
+//! The pass, in the order it runs: [`graph`] indexes the model, [`rules`] match the
+//! weights, [`plan`] relates them ([`relation`]), [`calibrate`] measures them when
+//! samples are given, [`rewrite`] fits ([`fit`], [`particles`]) and emits ([`forms`],
+//! [`bias`]) and applies, [`prove`] runs both models ([`runtime`], [`inputs`]) and
+//! [`report`] tells. [`job`] runs a whole command; [`options`] are its flags.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -15,35 +21,36 @@
 //! # Ok::<(), sora_onnx::Error>(())
 //! ```
 
-pub mod allocate;
 pub mod bias;
 pub mod builder;
-pub mod calibration;
+pub mod calibrate;
 pub mod config;
 pub mod dump;
 pub mod error;
 pub mod fit;
 pub mod forms;
 pub mod graph;
+pub mod inputs;
 pub mod inspect;
+pub mod job;
 pub mod onnx;
+pub mod options;
 pub mod particles;
 pub mod plan;
-pub mod probe;
 pub mod prove;
 pub mod relation;
 pub mod report;
 pub mod rewrite;
 pub mod rng;
 pub mod rules;
-pub mod sensitivity;
+pub mod runtime;
 pub mod stats;
 pub mod sweep;
-pub mod tune;
 
-pub use config::{Config, Selection};
+pub use config::Config;
 pub use error::{Error, Result};
 pub use inspect::{Inspection, inspect};
 pub use prove::{ProofConfig, Validation, validate};
 pub use report::Report;
 pub use rewrite::{Rewritten, rewrite};
+pub use rules::Selection;

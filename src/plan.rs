@@ -1,14 +1,28 @@
-//! Matching: runs the rules over every node, groups the weights they select (a weight
-//! read by several nodes is decomposed once), and records why every other MatMul/Gemm
-//! is left alone. `inspect` shows a plan; `rewrite` carries it out.
+//! The plan: which weights a rewrite decomposes, every node input that reads each, the
+//! relations between them (ties and alike groups), each weight's setting, and why
+//! every other candidate node is left alone. Built once by [`Plan::new`] and used by
+//! every command: `inspect` shows it, calibration measures its weights, the allocator
+//! changes their settings, `rewrite` carries it out.
 
 use std::collections::HashMap;
 
-use crate::config::{Config, Setting};
+use crate::config::Config;
+use crate::error::Result;
 use crate::forms::decode::MIN_OPSET;
-use crate::graph::{Constant, ConstantSource, Graph, NodeId, Use};
+use crate::graph::{Constant, ConstantSource, Graph, Use};
+use crate::onnx::external::is_external;
 use crate::particles::Granularity;
+use crate::relation::{AlikeGroup, RelationGraph, alike_groups, relate};
 use crate::rules::{Match, RULES, SkipReason, WeightPatch};
+
+/// The particle settings of one weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Setting {
+    /// Bits per particle index.
+    pub bits: u32,
+    /// Codebook granularity.
+    pub granularity: Granularity,
+}
 
 /// A weight to decompose and every node input that reads it.
 #[derive(Clone, Debug)]
@@ -18,6 +32,8 @@ pub struct WeightPlan<'m> {
     /// Other constants with the same values (or transposed), read through this
     /// weight's decoding (see [`crate::relation`]).
     pub ties: Vec<Tie<'m>>,
+    /// Its bits and granularity: the config's, or the allocator's choice.
+    pub setting: Setting,
 }
 
 /// A constant that equals a planned weight, or its transpose, and is decoded with it.
@@ -37,35 +53,22 @@ impl<'m> WeightPlan<'m> {
         &self.patches[0]
     }
 
-    /// The bits and granularity `config` gives this weight: its own entry in
-    /// `config.settings`, else the common ones.
-    pub fn setting(&self, config: &Config) -> Setting {
-        match config.settings.get(self.first().weight.name) {
-            Some(&setting) => setting,
-            None => Setting {
-                bits: config.bits,
-                granularity: self.granularity(config),
-            },
-        }
-    }
-
-    /// The codebook granularity `config` gives this weight when it has no setting of
-    /// its own.
-    pub fn granularity(&self, config: &Config) -> Granularity {
-        let p = self.first();
-        let particle_size = config
-            .codebook_type
-            .resolve(p.float_type, &[], false)
-            .size();
-        config
-            .granularity
-            .resolve(p.shape, p.channel_axis, config.bits, particle_size)
+    /// The weight's name.
+    pub fn name(&self) -> &'m str {
+        self.first().weight.name
     }
 
     /// Number of weights in the matrix.
     pub fn elements(&self) -> usize {
         let [rows, cols] = self.first().shape;
         rows * cols
+    }
+
+    /// Every node input that reads the weight or one of its ties.
+    pub fn readers(&self) -> impl Iterator<Item = &WeightPatch<'m>> {
+        self.patches
+            .iter()
+            .chain(self.ties.iter().flat_map(|t| &t.patches))
     }
 }
 
@@ -74,31 +77,81 @@ impl<'m> WeightPlan<'m> {
 pub struct Skipped {
     /// The node's name (or op type and position when it has none).
     pub node: String,
-    /// Why, as one sentence.
-    pub reason: String,
+    /// Why.
+    pub reason: SkipReason,
 }
 
-/// What the rules selected.
+/// What the rules selected, related.
 #[derive(Clone, Debug, Default)]
 pub struct Plan<'m> {
     /// Weights to decompose, in the order of their first reader.
     pub weights: Vec<WeightPlan<'m>>,
     /// Nodes some rule looked at and left alone.
     pub skipped: Vec<Skipped>,
+    /// Identical and transposed weights (folded into ties when the config shares
+    /// them), and alike groups.
+    pub relations: RelationGraph,
+    /// Weights reading one joint codebook (`--share alike`), by position in `weights`.
+    pub groups: Vec<AlikeGroup>,
 }
 
-/// A readable name for a node: its name, or its op type and position.
-pub fn node_label(graph: &Graph, id: NodeId) -> String {
-    let node = graph.node(id);
-    match (node.name(), id.scope) {
-        ("", 0) => format!("{} #{}", node.op_type(), id.index),
-        ("", scope) => format!("{} #{} in subgraph {scope}", node.op_type(), id.index),
-        (name, _) => name.to_string(),
+impl<'m> Plan<'m> {
+    /// Runs every rule `config` selects on every default-domain node of every scope,
+    /// relates the weights found (one tie rule: [`Config::ties_weights`]) and, under
+    /// `--share alike`, groups alike weights; every weight gets the config's setting.
+    pub fn new(graph: &Graph<'m>, config: &Config) -> Result<Self> {
+        config.validate()?;
+        let mut plan = matched(graph, config);
+        let dir = config.external_dir.as_deref();
+        plan.relations = relate(&mut plan.weights, dir, config.ties_weights())?;
+        if config.share == crate::config::Share::Alike {
+            plan.groups = alike_groups(&plan.weights, config, &mut plan.relations)?;
+        }
+        Ok(plan)
+    }
+
+    /// This plan with the weights named in `settings` at those settings.
+    pub fn with_settings(&self, settings: &HashMap<String, Setting>) -> Self {
+        let mut plan = self.clone();
+        for w in &mut plan.weights {
+            if let Some(&setting) = settings.get(w.name()) {
+                w.setting = setting;
+            }
+        }
+        plan
+    }
+
+    /// This plan with every weight at `bits`, each granularity resolved for them as
+    /// `config` resolves it.
+    pub fn with_bits(&self, config: &Config, bits: u32) -> Self {
+        let mut plan = self.clone();
+        for w in &mut plan.weights {
+            w.setting = common_setting(w.first(), config, bits);
+        }
+        plan
     }
 }
 
-/// Runs every rule on every default-domain node of every scope.
-pub fn plan<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
+/// The setting `config` gives a weight first read by `patch` at `bits`: its
+/// granularity choice resolved for the weight's shape.
+fn common_setting(patch: &WeightPatch, config: &Config, bits: u32) -> Setting {
+    let particle_size = config
+        .codebook_type
+        .resolve(patch.float_type, &[], false)
+        .size();
+    Setting {
+        bits,
+        granularity: config.granularity.resolve(
+            patch.shape,
+            patch.channel_axis,
+            bits,
+            particle_size,
+        ),
+    }
+}
+
+/// The weights the rules select, grouped by weight, and the skipped nodes.
+fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
     let mut plan = Plan::default();
     let mut by_weight: HashMap<(usize, ConstantSource), usize> = HashMap::new();
     for id in graph.nodes() {
@@ -108,11 +161,14 @@ pub fn plan<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
         }
         let rule = RULES
             .iter()
-            .find(|(op, _)| *op == node.op_type() && config.ops.iter().any(|o| o == op));
-        let Some((_, rule)) = rule else {
+            .find(|r| r.op == node.op_type() && config.select.runs(r.op));
+        let Some(rule) = rule else {
             continue;
         };
-        let decision = match rule(graph, id, config) {
+        let decision = match (rule.matches)(graph, id, &config.select) {
+            Match::Rewrite(p) if is_external(p.weight.tensor) && config.external_dir.is_none() => {
+                Match::Skip(SkipReason::ExternalData(p.weight.name.into()))
+            }
             Match::Rewrite(_) if graph.opset < MIN_OPSET => {
                 Match::Skip(SkipReason::OpsetTooOld(graph.opset, MIN_OPSET))
             }
@@ -125,14 +181,15 @@ pub fn plan<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
                     plan.weights.push(WeightPlan {
                         patches: Vec::new(),
                         ties: Vec::new(),
+                        setting: common_setting(&patch, config, config.bits),
                     });
                     plan.weights.len() - 1
                 });
                 plan.weights[slot].patches.push(patch);
             }
             Match::Skip(reason) => plan.skipped.push(Skipped {
-                node: node_label(graph, id),
-                reason: reason.to_string(),
+                node: graph.label(id),
+                reason,
             }),
             Match::NotCandidate => {}
         }
@@ -143,12 +200,11 @@ pub fn plan<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
         .partition(|(other, _)| other.is_none());
     plan.weights = weights.into_iter().map(|(_, w)| w).collect();
     for (other, w) in shared {
-        let reason =
-            SkipReason::OtherUse(w.first().weight.name.to_string(), other.unwrap_or_default());
+        let reason = SkipReason::OtherUse(w.name().to_string(), other.unwrap_or_default());
         for patch in &w.patches {
             plan.skipped.push(Skipped {
-                node: node_label(graph, patch.node),
-                reason: reason.to_string(),
+                node: graph.label(patch.node),
+                reason: reason.clone(),
             });
         }
     }
@@ -164,7 +220,7 @@ fn other_reader(graph: &Graph, w: &WeightPlan) -> Option<String> {
         .find_map(|u| match *u {
             Use::Node { node, slot } => {
                 let patched = w.patches.iter().any(|p| p.node == node && p.slot == slot);
-                (!patched).then(|| format!("node '{}'", node_label(graph, node)))
+                (!patched).then(|| format!("node '{}'", graph.label(node)))
             }
             Use::GraphOutput { .. } => Some("a graph output".to_string()),
         })

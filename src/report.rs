@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use indicatif::{ProgressBar, ProgressStyle};
+
 use crate::onnx::tensor::FloatType;
 use crate::particles::Granularity;
 use crate::plan::Skipped;
@@ -173,4 +175,15 @@ fn dtype_name(t: FloatType) -> &'static str {
         FloatType::F32 => "f32",
         FloatType::F64 => "f64",
     }
+}
+
+/// A progress bar on stderr over `len` steps counted in `unit`, or a hidden one.
+pub fn progress_bar(show: bool, len: usize, unit: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit}, {{elapsed}}");
+    bar.set_style(ProgressStyle::with_template(&template).unwrap_or(ProgressStyle::default_bar()));
+    bar
 }

@@ -1,9 +1,58 @@
 //! Streamed statistics of the activations a weight multiplies: the feature means (for
 //! bias correction) and optionally `H = X^T X` (for error-compensating rounding).
 //! Memory is fixed by the number of features, whatever the number of samples.
+//! Calibration gathers them (see [`crate::calibrate`]); the rewrite reads them.
+
+use std::collections::HashMap;
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::particles::compensate::Hessian;
+use crate::plan::WeightPlan;
+use crate::rules::WeightPatch;
+
+/// An activation whose statistics calibration gathers: a value name, and whether its
+/// features run along its first axis (Gemm with `transA = 1`) instead of its last.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ActivationKey {
+    /// The value's name.
+    pub name: String,
+    /// Whether features run along axis 0 of a matrix.
+    pub transposed: bool,
+}
+
+/// Statistics of every activation a rewritten MatMul/Gemm multiplies by its weight.
+pub type Stats = HashMap<ActivationKey, ActivationStats>;
+
+/// The activation a main-graph reader multiplies the weight by, if it is a linear
+/// reader (see [`crate::rules::Linear`]).
+pub fn activation(patch: &WeightPatch) -> Option<ActivationKey> {
+    let linear = patch.linear.filter(|_| patch.node.scope == 0)?;
+    Some(ActivationKey {
+        name: linear.x.to_string(),
+        transposed: linear.x_transposed,
+    })
+}
+
+/// Damping of `H` for error-compensating rounding: this fraction of its mean diagonal
+/// is added to the diagonal (GPTQ's usual 1%).
+const DAMPING: f64 = 0.01;
+
+/// `H` for a weight, factored: the sum of `X^T X` over the activations its readers
+/// multiply it by, when every reader has one gathered.
+pub fn weight_hessian(w: &WeightPlan, stats: &Stats) -> Option<Hessian> {
+    let mut total: Option<Vec<f64>> = None;
+    for patch in &w.patches {
+        let h = stats.get(&activation(patch)?)?.hessian()?;
+        match &mut total {
+            Some(t) if t.len() == h.len() => t.iter_mut().zip(&h).for_each(|(a, b)| *a += b),
+            Some(_) => return None,
+            None => total = Some(h),
+        }
+    }
+    Some(Hessian::new(total?, DAMPING))
+}
 
 /// Running statistics of one activation, seen as rows of `features` values.
 #[derive(Clone, Debug, PartialEq)]

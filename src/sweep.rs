@@ -3,15 +3,17 @@
 
 use std::fmt::Write as _;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 
+use crate::calibrate::Calibrated;
+use crate::calibrate::budget::rewrite_to_bits;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::onnx::proto::ModelProto;
+use crate::graph::Graph;
+use crate::plan::Plan;
 use crate::prove::{ProofConfig, validate};
-use crate::rewrite::{Rewritten, rewrite_calibrated};
-use crate::tune::{Calibrated, rewrite_to_bits};
+use crate::report::progress_bar;
+use crate::rewrite::{Rewritten, rewrite_plan};
 
 /// How the points of a sweep are rewritten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -48,28 +50,21 @@ pub struct SweepRow {
     pub cosine: f64,
 }
 
-/// Rewrites `model` at each of `uniform` bits and each of `targets` bits per weight
-/// and proves every result with `proof`; `progress` draws a bar.
+/// Carries out `plan` at each of `uniform` bits and each of `targets` bits per weight
+/// and proves every result with `proof`; `config.progress` draws a bar.
 pub fn sweep(
-    model: &ModelProto,
+    graph: &Graph,
+    plan: &Plan,
     config: &Config,
     calibrated: &Calibrated,
     (uniform, targets): (&[u32], &[f64]),
     proof: &ProofConfig,
-    progress: bool,
 ) -> Result<Vec<SweepRow>> {
-    let bar = if progress {
-        ProgressBar::new((uniform.len() + targets.len()) as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} sweep points, {elapsed}")
-            .unwrap_or(ProgressStyle::default_bar()),
-    );
+    let points = uniform.len() + targets.len();
+    let bar = progress_bar(config.progress, points, "sweep points");
     let mut rows = Vec::new();
     let mut add = |kind, setting, out: Rewritten| -> Result<()> {
-        let proof = validate(model, &out.model, proof)?;
+        let proof = validate(graph.model, &out.model, proof)?;
         let worst = proof
             .outputs
             .iter()
@@ -86,20 +81,19 @@ pub fn sweep(
         bar.inc(1);
         Ok(())
     };
+    if let Some(bits) = uniform.iter().find(|b| !(1..=8).contains(*b)) {
+        return Err(Error::Config(format!(
+            "--uniform: {bits} bits is outside 1..=8"
+        )));
+    }
     for &bits in uniform {
-        let config = Config {
-            bits,
-            ..config.clone()
-        };
-        let out = rewrite_calibrated(model, &config, Some(&calibrated.stats))?;
+        let at_bits = plan.with_bits(config, bits);
+        let out = rewrite_plan(graph, &at_bits, config, Some(&calibrated.stats))?;
         add(SweepKind::Uniform, f64::from(bits), out)?;
     }
     for &target in targets {
-        add(
-            SweepKind::Allocated,
-            target,
-            rewrite_to_bits(model, config, calibrated, target)?,
-        )?;
+        let out = rewrite_to_bits(graph, plan, config, calibrated, target)?;
+        add(SweepKind::Allocated, target, out)?;
     }
     bar.finish_and_clear();
     Ok(rows)

@@ -7,15 +7,19 @@
 //! `W - W_hat = [[-1, 0], [1, 0]]`.
 
 use sora_onnx::builder::{ModelBuilder, attr_float, attr_int};
-use sora_onnx::calibration::Calibration;
-use sora_onnx::config::{GranularityChoice, Setting};
+use sora_onnx::calibrate::budget::rewrite_to_bits;
+use sora_onnx::calibrate::{Calibrated, Sensitivity, calibrate};
+use sora_onnx::config::GranularityChoice;
 use sora_onnx::dump::dump;
+use sora_onnx::graph::Graph;
+use sora_onnx::inputs::Samples;
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::tensor::{FloatType, float_tensor, float_values, i64_tensor};
 use sora_onnx::particles::Granularity;
-use sora_onnx::prove::Session;
-use sora_onnx::rewrite::rewrite_calibrated;
-use sora_onnx::tune::{calibrate, rewrite_to_bits};
+use sora_onnx::plan::{Plan, Setting};
+use sora_onnx::rewrite::rewrite_plan;
+use sora_onnx::rules::Select;
+use sora_onnx::runtime::Session;
 use sora_onnx::{Config, Rewritten};
 use tract_onnx::prelude::{DatumType, Tensor};
 
@@ -25,15 +29,37 @@ fn config(bits: u32) -> Config {
     Config {
         bits,
         granularity: GranularityChoice::Fixed(Granularity::Tensor),
-        min_elements: 1,
+        select: Select {
+            min_elements: 1,
+            ..Select::default()
+        },
         bias_correction: true,
         ..Config::default()
     }
 }
 
+/// Calibrates `model`'s plan under `config` on `samples`, measuring sensitivity on
+/// the first `measured`.
+fn calibrated(model: &ModelProto, config: &Config, samples: Samples, measured: usize) -> Calibrated {
+    let graph = Graph::new(model).unwrap();
+    let plan = Plan::new(&graph, config).unwrap();
+    let sensitivity = Sensitivity {
+        samples: measured,
+        ..Sensitivity::default()
+    };
+    calibrate(&graph, &plan, config, samples, &sensitivity).unwrap()
+}
+
+/// Rewrites `model` under `config` with the statistics of `calibrated`.
+fn rewrite_calibrated(model: &ModelProto, config: &Config, calibrated: &Calibrated) -> Rewritten {
+    let graph = Graph::new(model).unwrap();
+    let plan = Plan::new(&graph, config).unwrap();
+    rewrite_plan(&graph, &plan, config, Some(&calibrated.stats)).unwrap()
+}
+
 /// Samples of input `x` [1, 2].
-fn samples(rows: &[[f32; 2]]) -> Calibration {
-    Calibration {
+fn samples(rows: &[[f32; 2]]) -> Samples {
+    Samples {
         names: vec!["x".into()],
         samples: rows
             .iter()
@@ -53,7 +79,7 @@ fn model(tail: impl FnOnce(&mut ModelBuilder) -> &'static str) -> ModelProto {
 }
 
 /// Mean of the first output over the samples.
-fn mean_output(model: &ModelProto, calibration: &Calibration) -> Vec<f64> {
+fn mean_output(model: &ModelProto, calibration: &Samples) -> Vec<f64> {
     let session = Session::new(model, "test", &[(DatumType::F32, vec![1, 2])]).unwrap();
     let mut sum = [0.0; 2];
     for s in &calibration.samples {
@@ -71,9 +97,9 @@ fn mean_output(model: &ModelProto, calibration: &Calibration) -> Vec<f64> {
     sum.iter().map(|s| s / n).collect()
 }
 
-fn corrected(model: &ModelProto, calibration: &Calibration) -> Rewritten {
-    let calibrated = calibrate(model, &config(1), calibration.clone(), 0).unwrap();
-    rewrite_calibrated(model, &config(1), Some(&calibrated.stats)).unwrap()
+fn corrected(model: &ModelProto, calibration: &Samples) -> Rewritten {
+    let calibrated = calibrated(model, &config(1), calibration.clone(), 0);
+    rewrite_calibrated(model, &config(1), &calibrated)
 }
 
 fn initializer(model: &ModelProto, name: &str) -> Vec<f64> {
@@ -98,7 +124,7 @@ fn sensitivity_is_the_relative_output_error_of_one_weight() {
     // x = [1, 0]: y = [1, 2], y_hat = [2, 2]; x = [0, 1]: y = [3, 10], y_hat = [2, 10].
     // Error (1 + 1) / (5 + 109).
     let calibration = samples(&[[1.0, 0.0], [0.0, 1.0]]);
-    let calibrated = calibrate(&m, &config(4), calibration, 2).unwrap();
+    let calibrated = calibrated(&m, &config(4), calibration, 2);
     assert_eq!(calibrated.curves.len(), 1);
     let curve = &calibrated.curves[0];
     assert_eq!((curve.weight.as_str(), curve.elements), ("w", 4));
@@ -127,7 +153,7 @@ fn sensitivity_is_measured_on_the_logits_before_a_softmax() {
     // The error of 1 bit per tensor on y is 2/114 (as above), whatever squashes y.
     let one_bit_error = |m: &ModelProto| {
         let calibration = samples(&[[1.0, 0.0], [0.0, 1.0]]);
-        let calibrated = calibrate(m, &config(4), calibration, 2).unwrap();
+        let calibrated = calibrated(m, &config(4), calibration, 2);
         let setting = Setting {
             bits: 1,
             granularity: Granularity::Tensor,
@@ -256,16 +282,21 @@ fn target_bits_spends_bits_on_the_sensitive_weight() {
             vec![Tensor::from_shape(&[1, 128], &x).unwrap()]
         })
         .collect();
-    let calibration = Calibration {
+    let calibration = Samples {
         names: vec!["x".into()],
         samples: rows,
     };
     let config = Config {
-        min_elements: 1,
+        select: Select {
+            min_elements: 1,
+            ..Select::default()
+        },
         ..Config::default()
     };
-    let calibrated = calibrate(&m, &config, calibration, 4).unwrap();
-    let out = rewrite_to_bits(&m, &config, &calibrated, 4.0).unwrap();
+    let calibrated = calibrated(&m, &config, calibration, 4);
+    let graph = Graph::new(&m).unwrap();
+    let plan = Plan::new(&graph, &config).unwrap();
+    let out = rewrite_to_bits(&graph, &plan, &config, &calibrated, 4.0).unwrap();
     assert!(
         out.report.bits_per_weight <= 4.0,
         "{}",

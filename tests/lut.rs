@@ -11,6 +11,7 @@ use sora_onnx::dump::dump;
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::proto::tensor_proto::DataType;
 use sora_onnx::particles::Granularity;
+use sora_onnx::rules::{Select, SkipReason};
 use sora_onnx::{Config, ProofConfig, Rewritten, rewrite, validate};
 
 fn lut(dim: usize, bits: u32) -> Config {
@@ -18,7 +19,10 @@ fn lut(dim: usize, bits: u32) -> Config {
         dim,
         bits,
         form: Form::Lut,
-        min_elements: 16,
+        select: Select {
+            min_elements: 16,
+            ..Select::default()
+        },
         ..Config::default()
     }
 }
@@ -213,7 +217,7 @@ fn lut_refuses_what_it_cannot_serve() {
     let out = rewrite(&b.build(), &lut(2, 4)).unwrap();
     assert_eq!(
         out.report.skipped[0].reason,
-        "weight 'w' has 15 inputs per channel, not a multiple of --dim 2"
+        SkipReason::NotDivisible("w".into(), 15, 2)
     );
 }
 
@@ -221,8 +225,10 @@ fn lut_refuses_what_it_cannot_serve() {
 fn minilm_l3_lut_runs_in_tract_and_agrees_with_decode() {
     let (_, model) = real_model("minilm_l3");
     let config = Config {
-        ops: vec!["MatMul".into(), "Gemm".into()],
-        min_elements: Config::default().min_elements,
+        select: Select {
+            ops: vec!["MatMul".into(), "Gemm".into()],
+            ..Select::default()
+        },
         ..lut(2, 5)
     };
     let out = rewrite(&model, &config).unwrap();

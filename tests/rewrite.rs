@@ -13,13 +13,17 @@ use sora_onnx::onnx::proto::tensor_proto::DataType;
 use sora_onnx::onnx::tensor::{FloatType, float_tensor, i32_tensor, u8_tensor};
 use sora_onnx::particles::Granularity;
 use sora_onnx::report::KmeansMethod;
+use sora_onnx::rules::{Select, SkipReason};
 use sora_onnx::{Config, ProofConfig, Rewritten, Validation, rewrite, validate};
 
 fn config(bits: u32, granularity: Granularity) -> Config {
     Config {
         bits,
         granularity: GranularityChoice::Fixed(granularity),
-        min_elements: 16,
+        select: Select {
+            min_elements: 16,
+            ..Select::default()
+        },
         ..Config::default()
     }
 }
@@ -281,8 +285,11 @@ fn skip_reasons_name_the_weight() {
     }
     let model = b.build();
     let config = Config {
-        min_elements: 64,
-        selection: sora_onnx::Selection::new(&[], &["excluded*".into()]).unwrap(),
+        select: Select {
+            min_elements: 64,
+            names: sora_onnx::Selection::new(&[], &["excluded*".into()]).unwrap(),
+            ..Select::default()
+        },
         ..Config::default()
     };
     let out = rewrite(&model, &config).unwrap();
@@ -380,7 +387,10 @@ fn lossless_picks_the_cheapest_exact_storage_and_skips_the_rest() {
     let config = Config {
         lossless: true,
         bits: 3,
-        min_elements: 16,
+        select: Select {
+            min_elements: 16,
+            ..Select::default()
+        },
         ..Config::default()
     };
     let out = rewrite(&model, &config).unwrap();
@@ -402,7 +412,7 @@ fn lossless_picks_the_cheapest_exact_storage_and_skips_the_rest() {
     assert_eq!(out.report.skipped.len(), 1);
     assert_eq!(
         out.report.skipped[0].reason,
-        "weight 'w4' has 16 distinct values per codebook, more than 2^3: not representable losslessly"
+        SkipReason::NotLossless("w4".into(), 16, 3)
     );
     let proof = prove(&model, &out);
     for o in &proof.outputs[..3] {
@@ -486,7 +496,7 @@ fn vectors_must_divide_the_inputs() {
     let out = rewrite(&model, &vectors).unwrap();
     assert_eq!(
         out.report.skipped[0].reason,
-        "weight 'w' has 15 inputs per channel, not a multiple of --dim 2"
+        SkipReason::NotDivisible("w".into(), 15, 2)
     );
 }
 
@@ -565,7 +575,8 @@ fn alike_weights_read_one_shared_codebook() {
     }
     let model = b.build();
     let alike = Config {
-        share: Share::Alike(0.05),
+        share: Share::Alike,
+        alike_error: 0.05,
         ..config(3, Granularity::Channel)
     };
     let out = rewrite(&model, &alike).unwrap();

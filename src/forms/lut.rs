@@ -39,23 +39,18 @@ use super::{Emitter, Subgraph, Target, cast_table, unpacked_index};
 use crate::builder::{attr_int, attr_ints};
 use crate::config::LutGather;
 use crate::graph::{Names, NodeId};
-use crate::onnx::proto::{AttributeProto, NodeProto};
+use crate::onnx::proto::AttributeProto;
 use crate::onnx::tensor::float_tensor;
 use crate::particles::subspace::SubspaceDecomposition;
+use crate::rules::{Bias, Linear};
 
-/// Whether the LUT form can replace `node` (a reader of a weight the rules matched):
-/// MatMul and Gemm, whose weight is input B.
-pub fn replaces(node: &NodeProto) -> bool {
-    matches!(node.op_type(), "MatMul" | "Gemm")
-}
-
-/// Writes the shared tables for `target` and, for every reader in `readers` (MatMul
-/// or Gemm reading the weight as input B), the nodes that replace it, reading the dot
-/// products as `gather` says.
+/// Writes the shared tables for `target` and, for every reader in `readers` (each a
+/// [`Linear`] reader of the weight, as its rule describes it), the nodes that replace
+/// it, reading the dot products as `gather` says.
 pub fn emit(
     target: &Target,
     d: &SubspaceDecomposition,
-    readers: &[(NodeId, &NodeProto)],
+    readers: &[(NodeId, Linear)],
     opset: i64,
     gather: LutGather,
     names: &mut Names,
@@ -96,13 +91,13 @@ pub fn emit(
         opset,
         gather,
     };
-    for &(id, node) in readers {
+    for &(id, linear) in readers {
         let since = e.emitted();
-        let output = node.output[0].as_str();
-        if node.op_type() == "Gemm" {
-            gemm(&mut e, &lut, node, target, output);
+        let output = linear.y;
+        if !linear.batched {
+            matrix_product(&mut e, &lut, &linear, target, output);
         } else {
-            let x = node.input[0].as_str();
+            let x = linear.x;
             let y = lut.products(&mut e, x, None);
             let shape = e.op("Shape", &[x], "lut.x_shape", vec![]);
             let lead = slice(&mut e, &shape, 0, -1, "lut.lead");
@@ -212,17 +207,19 @@ fn named(
     }
 }
 
-/// `Y = alpha * LUT(transA ? A^T : A) + beta * C` into `output`.
-fn gemm(e: &mut Emitter, lut: &Lut, node: &NodeProto, target: &Target, output: &str) {
-    let attribute = |name: &str| node.attribute.iter().find(|a| a.name() == name);
-    let alpha = attribute("alpha").map_or(1.0, |a| a.f());
-    let beta = attribute("beta").map_or(1.0, |a| a.f());
-    let mut a = node.input[0].clone();
-    if attribute("transA").is_some_and(|t| t.i() != 0) {
+/// `Y = alpha * LUT(X^T if transposed, else X) + beta * C` into `output`, for a reader
+/// whose `X` is a matrix (Gemm).
+fn matrix_product(e: &mut Emitter, lut: &Lut, linear: &Linear, target: &Target, output: &str) {
+    let alpha = linear.alpha;
+    let mut a = linear.x.to_string();
+    if linear.x_transposed {
         let perm = vec![attr_ints("perm", &[1, 0])];
         a = e.op("Transpose", &[&a], "lut.a", perm);
     }
-    let bias = node.input.get(2).filter(|c| !c.is_empty());
+    let (bias, beta) = match linear.bias {
+        Bias::Input { name, beta } => (Some(name), beta),
+        Bias::Absent | Bias::Following => (None, 1.0),
+    };
     let ty = target.float_type;
     let scalar = |e: &mut Emitter, suffix: &str, v: f32| {
         e.constant(suffix, |n| float_tensor(n, &[], ty, &[f64::from(v)]))
@@ -238,7 +235,7 @@ fn gemm(e: &mut Emitter, lut: &Lut, node: &NodeProto, target: &Target, output: &
         y = e.op("Mul", &[&y, &alpha], "lut.scaled", vec![]);
     }
     if let Some(c) = bias {
-        let mut c = c.clone();
+        let mut c = c.to_string();
         if beta != 1.0 {
             let beta = scalar(e, "lut.beta", beta);
             c = e.op("Mul", &[&c, &beta], "lut.bias", vec![]);

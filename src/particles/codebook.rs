@@ -4,8 +4,8 @@
 use super::kmeans1d::{Group, optimal_clusters};
 use super::lloyd1d::lloyd_clusters;
 
-/// How a scalar codebook is fitted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a scalar codebook is fitted (`--fit exact|fast`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum CodebookFit {
     /// Exact optimal 1-D k-means (dynamic program; a fine histogram first for very
     /// many distinct values).
@@ -13,6 +13,7 @@ pub enum CodebookFit {
     Exact,
     /// Lloyd iterations on the sorted values from a companded start: a local optimum,
     /// several times faster (see [`lloyd_clusters`]).
+    #[value(name = "fast")]
     Lloyd,
 }
 

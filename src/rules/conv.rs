@@ -9,11 +9,16 @@
 //! in its own shape, so strides, pads, dilations, groups and the bias keep their
 //! meaning. Channel codebooks are per output channel.
 
-use super::{Layout, Match, weight_input};
-use crate::config::Config;
+use super::{Layout, Match, Rule, Select, weight_input};
 use crate::graph::{Graph, NodeId};
 
+/// The Conv rule.
+pub const RULE: Rule = Rule {
+    op: "Conv",
+    matches,
+};
+
 /// Matches a Conv whose weight is a constant float tensor.
-pub fn rule<'m>(graph: &Graph<'m>, node: NodeId, config: &Config) -> Match<'m> {
-    weight_input(graph, node, 1, Layout::ChannelsFirst, config)
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
+    weight_input(graph, node, 1, Layout::ChannelsFirst, select)
 }

@@ -9,13 +9,18 @@
 //! at channel granularity. Gathers over computed or integer tensors (shape lookups)
 //! are not candidates; other axes are skipped with a reason.
 
-use super::{Layout, Match, SkipReason, weight_input};
-use crate::config::Config;
+use super::{Layout, Match, Rule, Select, SkipReason, weight_input};
 use crate::graph::{Graph, NodeId};
 use crate::onnx::tensor::FloatType;
 
+/// The Gather rule.
+pub const RULE: Rule = Rule {
+    op: "Gather",
+    matches,
+};
+
 /// Matches a Gather along axis 0 of a constant float table.
-pub fn rule<'m>(graph: &Graph<'m>, node: NodeId, config: &Config) -> Match<'m> {
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
     let n = graph.node(node);
     let Some(table) = n.input.first().and_then(|t| graph.constant(node.scope, t)) else {
         return Match::NotCandidate;
@@ -34,5 +39,5 @@ pub fn rule<'m>(graph: &Graph<'m>, node: NodeId, config: &Config) -> Match<'m> {
             table.name
         )));
     }
-    weight_input(graph, node, 0, Layout::Matrix { channel_axis: 1 }, config)
+    weight_input(graph, node, 0, Layout::Matrix { channel_axis: 1 }, select)
 }

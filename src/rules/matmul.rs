@@ -7,13 +7,29 @@
 //!
 //! The decoding rebuilds `W` from its particles (see `forms::decode`); MatMul itself is
 //! unchanged, so broadcasting over X's leading dims keeps its meaning. Output channels
-//! are W's columns.
+//! are W's columns; X's features are its last axis, and a bias, if any, is an Add of
+//! the output.
 
-use super::{Layout, Match, weight_input};
-use crate::config::Config;
+use super::{Bias, Layout, Linear, Match, Rule, Select, weight_input};
 use crate::graph::{Graph, NodeId};
 
+/// The MatMul rule.
+pub const RULE: Rule = Rule {
+    op: "MatMul",
+    matches,
+};
+
 /// Matches a MatMul whose input B is a constant float matrix.
-pub fn rule<'m>(graph: &Graph<'m>, node: NodeId, config: &Config) -> Match<'m> {
-    weight_input(graph, node, 1, Layout::Matrix { channel_axis: 1 }, config)
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
+    let n = graph.node(node);
+    let linear = Linear {
+        x: n.input.first().map_or("", String::as_str),
+        y: n.output.first().map_or("", String::as_str),
+        x_transposed: false,
+        batched: true,
+        alpha: 1.0,
+        bias: Bias::Following,
+    };
+    let layout = Layout::Matrix { channel_axis: 1 };
+    weight_input(graph, node, 1, layout, select).with_linear(linear)
 }

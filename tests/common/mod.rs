@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use sora_onnx::onnx::load_model;
 use sora_onnx::onnx::proto::ModelProto;
-use sora_onnx::prove::Session;
+use sora_onnx::runtime::Session;
 use tract_onnx::prelude::*;
 
 /// Path of a file under `fixtures/`.

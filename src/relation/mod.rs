@@ -15,12 +15,16 @@ use std::hash::{Hash, Hasher};
 
 use petgraph::graph::{NodeIndex, UnGraph};
 
-use crate::config::Config;
+mod alike;
+
+use std::path::Path;
+
+pub use alike::{AlikeGroup, alike_groups};
+
 use crate::error::Result;
 use crate::graph::Constant;
 use crate::onnx::tensor::float_values;
-use crate::particles::{Granularity, Matrix, assign, decompose};
-use crate::plan::{Plan, Tie, WeightPlan};
+use crate::plan::{Tie, WeightPlan};
 
 /// How two weights relate.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -125,8 +129,8 @@ fn hash_values(values: impl Iterator<Item = f64>, dims: &[i64]) -> u64 {
     h.finish()
 }
 
-fn fingerprint(weight: &Constant, config: &Config) -> Result<Fingerprint> {
-    let values = float_values(weight.tensor, config.external_dir.as_deref())?;
+fn fingerprint(weight: &Constant, dir: Option<&Path>) -> Result<Fingerprint> {
+    let values = float_values(weight.tensor, dir)?;
     let dims = &weight.tensor.dims;
     let hash = hash_values(values.iter().copied(), dims);
     let transposed_hash = match dims.as_slice() {
@@ -153,14 +157,17 @@ fn is_transpose(a: &[f64], b: &[f64], rows: usize, cols: usize) -> bool {
             .all(|r| (0..cols).all(|c| a[r * cols + c].to_bits() == b[c * rows + r].to_bits()))
 }
 
-/// Finds identical and transposed weights among `plan`'s weights and, unless sharing
-/// is off, folds each into the first weight it relates to as a [`Tie`]. Only weights of
-/// the same scope and element type are related. Returns the relation graph (over the
-/// weights as planned, before folding).
-pub fn relate(plan: &mut Plan, config: &Config, share: bool) -> Result<RelationGraph> {
+/// Finds identical and transposed weights among the planned `weights` (values read
+/// from the model folder `dir`) and, with `share`, folds each into the first weight it
+/// relates to as a [`Tie`]. Only weights of the same scope and element type are
+/// related. Returns the relation graph (over the weights as planned, before folding).
+pub fn relate(
+    weights: &mut Vec<WeightPlan>,
+    dir: Option<&Path>,
+    share: bool,
+) -> Result<RelationGraph> {
     let mut relations = RelationGraph::default();
-    let nodes: Vec<NodeIndex> = plan
-        .weights
+    let nodes: Vec<NodeIndex> = weights
         .iter()
         .map(|w| {
             let weight = w.first().weight;
@@ -181,20 +188,20 @@ pub fn relate(plan: &mut Plan, config: &Config, share: bool) -> Result<RelationG
         (t.scope, t.tensor.data_type(), dims)
     };
     let mut shapes: HashMap<_, usize> = HashMap::new();
-    for w in &plan.weights {
+    for w in weights.iter() {
         *shapes.entry(shape_key(w)).or_default() += 1;
     }
     // Weights by (scope, type, hash), for candidates; values are read one weight at a
     // time and kept only for weights that have a partner candidate.
     let mut by_hash: HashMap<(usize, i32, u64), Vec<usize>> = HashMap::new();
-    let mut hashes: Vec<Option<(u64, Option<u64>)>> = Vec::with_capacity(plan.weights.len());
-    for (i, w) in plan.weights.iter().enumerate() {
+    let mut hashes: Vec<Option<(u64, Option<u64>)>> = Vec::with_capacity(weights.len());
+    for (i, w) in weights.iter().enumerate() {
         if shapes[&shape_key(w)] < 2 {
             hashes.push(None);
             continue;
         }
         let weight = w.first().weight;
-        let f = fingerprint(&weight, config)?;
+        let f = fingerprint(&weight, dir)?;
         by_hash
             .entry((weight.scope, weight.tensor.data_type(), f.hash))
             .or_default()
@@ -202,12 +209,12 @@ pub fn relate(plan: &mut Plan, config: &Config, share: bool) -> Result<RelationG
         hashes.push(Some((f.hash, f.transposed_hash)));
     }
     let key = |i: usize, hash: u64| {
-        let weight = plan.weights[i].first().weight;
+        let weight = weights[i].first().weight;
         (weight.scope, weight.tensor.data_type(), hash)
     };
     // target[j] = (i, transposed): weight j folds into weight i.
-    let mut target: Vec<Option<(usize, bool)>> = vec![None; plan.weights.len()];
-    for i in 0..plan.weights.len() {
+    let mut target: Vec<Option<(usize, bool)>> = vec![None; weights.len()];
+    for i in 0..weights.len() {
         if target[i].is_some() {
             continue;
         }
@@ -224,14 +231,14 @@ pub fn relate(plan: &mut Plan, config: &Config, share: bool) -> Result<RelationG
         if candidates.is_empty() {
             continue;
         }
-        let a = plan.weights[i].first().weight;
-        let a_values = fingerprint(&a, config)?.values;
+        let a = weights[i].first().weight;
+        let a_values = fingerprint(&a, dir)?.values;
         for (j, transposed) in candidates {
             if target[j].is_some() {
                 continue;
             }
-            let b = plan.weights[j].first().weight;
-            let b_values = fingerprint(&b, config)?.values;
+            let b = weights[j].first().weight;
+            let b_values = fingerprint(&b, dir)?.values;
             let related = if transposed {
                 let &[rows, cols] = a.tensor.dims.as_slice() else {
                     continue;
@@ -257,8 +264,8 @@ pub fn relate(plan: &mut Plan, config: &Config, share: bool) -> Result<RelationG
         }
     }
     if share {
-        let weights = std::mem::take(&mut plan.weights);
-        let mut kept: Vec<Option<WeightPlan>> = weights.into_iter().map(Some).collect();
+        let mut kept: Vec<Option<WeightPlan>> =
+            std::mem::take(weights).into_iter().map(Some).collect();
         for j in 0..kept.len() {
             if let Some((i, transposed)) = target[j] {
                 let tied = kept[j].take().expect("each weight folds once");
@@ -274,194 +281,7 @@ pub fn relate(plan: &mut Plan, config: &Config, share: bool) -> Result<RelationG
                     });
             }
         }
-        plan.weights = kept.into_iter().flatten().collect();
+        *weights = kept.into_iter().flatten().collect();
     }
     Ok(relations)
-}
-
-/// Weights that read one joint codebook under `--share alike`.
-#[derive(Clone, Debug)]
-pub struct AlikeGroup {
-    /// Positions in the plan's weights; the first stores the shared table.
-    pub members: Vec<usize>,
-    /// The joint codebooks, fitted on all members' values together.
-    pub codebooks: Vec<Vec<f64>>,
-    /// How much more squared error the joint codebooks leave than each member's own
-    /// optimal codebooks, as a fraction (0.05: 5% more).
-    pub extra_error: f64,
-}
-
-/// A member's values, matrix view and own optimal squared error.
-struct Candidate {
-    values: Vec<f64>,
-    shape: [usize; 2],
-    channel_axis: usize,
-    own_error: f64,
-}
-
-impl Candidate {
-    fn matrix(&self) -> Matrix<'_> {
-        Matrix {
-            values: &self.values,
-            rows: self.shape[0],
-            cols: self.shape[1],
-            channel_axis: self.channel_axis,
-        }
-    }
-}
-
-/// Codebooks fitted on `members` together (same shape and channel axis): their
-/// matrices stacked along the input axis, so channel `c` of the stack holds channel
-/// `c` of every member.
-fn joint_codebooks(members: &[&Candidate], granularity: Granularity, bits: u32) -> Vec<Vec<f64>> {
-    let [rows, cols] = members[0].shape;
-    let (values, stacked_rows, stacked_cols): (Vec<f64>, usize, usize) =
-        if members[0].channel_axis == 1 {
-            (
-                members
-                    .iter()
-                    .flat_map(|m| m.values.iter().copied())
-                    .collect(),
-                rows * members.len(),
-                cols,
-            )
-        } else {
-            let values = (0..rows)
-                .flat_map(|r| {
-                    members
-                        .iter()
-                        .flat_map(move |m| m.values[r * cols..(r + 1) * cols].iter().copied())
-                })
-                .collect();
-            (values, rows, cols * members.len())
-        };
-    let matrix = Matrix {
-        values: &values,
-        rows: stacked_rows,
-        cols: stacked_cols,
-        channel_axis: members[0].channel_axis,
-    };
-    decompose(&matrix, granularity, bits).codebooks
-}
-
-/// Extra error of `members` sharing codebooks fitted on all of them.
-fn joint_cost(members: &[&Candidate], granularity: Granularity, bits: u32) -> (Vec<Vec<f64>>, f64) {
-    let codebooks = joint_codebooks(members, granularity, bits);
-    let joint: f64 = members
-        .iter()
-        .map(|m| {
-            assign(&m.matrix(), granularity, &codebooks).squared_error(
-                &m.matrix(),
-                granularity,
-                |x| x,
-            )
-        })
-        .sum();
-    let own: f64 = members.iter().map(|m| m.own_error).sum();
-    let extra = if own > 0.0 {
-        joint / own - 1.0
-    } else if joint > 0.0 {
-        f64::INFINITY
-    } else {
-        0.0
-    };
-    (codebooks, extra)
-}
-
-/// Groups `plan`'s scalar-codebook weights whose joint codebooks cost at most
-/// `tolerance` extra squared error (measured: each weight joins the group, among
-/// those of its scope, type, shape, channel axis and granularity, whose joint fit
-/// costs least, if within the tolerance). Adds an `alike` edge per member to the
-/// relation graph. Weights that join no group are singletons (not returned).
-pub fn alike_groups(
-    plan: &Plan,
-    config: &Config,
-    tolerance: f64,
-    relations: &mut RelationGraph,
-) -> Result<Vec<AlikeGroup>> {
-    let mut candidates: Vec<Candidate> = Vec::with_capacity(plan.weights.len());
-    let mut groups: Vec<(Vec<usize>, Vec<Vec<f64>>, f64)> = Vec::new();
-    let mut keys: Vec<(usize, i32, [usize; 2], usize, Granularity)> = Vec::new();
-    for (i, w) in plan.weights.iter().enumerate() {
-        let p = w.first();
-        let granularity = w.granularity(config);
-        let values = float_values(p.weight.tensor, config.external_dir.as_deref())?;
-        let matrix = Matrix {
-            values: &values,
-            rows: p.shape[0],
-            cols: p.shape[1],
-            channel_axis: p.channel_axis,
-        };
-        let own_error =
-            decompose(&matrix, granularity, config.bits).squared_error(&matrix, granularity, |x| x);
-        candidates.push(Candidate {
-            values,
-            shape: p.shape,
-            channel_axis: p.channel_axis,
-            own_error,
-        });
-        let key = (
-            p.weight.scope,
-            p.weight.tensor.data_type(),
-            p.shape,
-            p.channel_axis,
-            granularity,
-        );
-        keys.push(key);
-        // Block codebooks would not line up across stacked weights; NaN cannot be fitted.
-        let groupable = matches!(granularity, Granularity::Tensor | Granularity::Channel)
-            && candidates[i].values.iter().all(|v| v.is_finite());
-        let best = groups
-            .iter()
-            .enumerate()
-            .filter(|(_, (members, _, _))| groupable && keys[members[0]] == key)
-            .map(|(g, (members, _, _))| {
-                let together: Vec<&Candidate> = members
-                    .iter()
-                    .chain([&i])
-                    .map(|&m| &candidates[m])
-                    .collect();
-                (g, joint_cost(&together, granularity, config.bits))
-            })
-            .filter(|(_, (_, extra))| *extra <= tolerance)
-            .min_by(|a, b| a.1.1.total_cmp(&b.1.1));
-        match best {
-            Some((g, (codebooks, extra))) => {
-                groups[g].0.push(i);
-                groups[g].1 = codebooks;
-                groups[g].2 = extra;
-            }
-            None => groups.push((vec![i], Vec::new(), 0.0)),
-        }
-    }
-    let index_of = |name: &str| {
-        relations
-            .graph
-            .node_indices()
-            .find(|&n| relations.graph[n].name == name)
-    };
-    let mut alike = Vec::new();
-    let mut edges = Vec::new();
-    for (members, codebooks, extra_error) in groups.into_iter().filter(|(m, _, _)| m.len() > 1) {
-        let names: Vec<&str> = members
-            .iter()
-            .map(|&m| plan.weights[m].first().weight.name)
-            .collect();
-        for other in &names[1..] {
-            if let (Some(a), Some(b)) = (index_of(names[0]), index_of(other)) {
-                edges.push((a, b, extra_error));
-            }
-        }
-        alike.push(AlikeGroup {
-            members,
-            codebooks,
-            extra_error,
-        });
-    }
-    for (a, b, extra_error) in edges {
-        relations
-            .graph
-            .add_edge(a, b, Relation::Alike { extra_error });
-    }
-    Ok(alike)
 }

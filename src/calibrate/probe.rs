@@ -14,43 +14,15 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use crate::builder::value_info;
-use crate::calibration::Calibration;
 use crate::error::{Error, Result};
-use crate::graph::{ConstantSource, Graph};
-use crate::onnx::proto::ModelProto;
+use crate::graph::{Constant, ConstantSource, Graph};
+use crate::inputs::Samples;
 use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::proto::{GraphProto, ModelProto};
 use crate::onnx::tensor::{FloatType, float_values};
 use crate::plan::WeightPlan;
-use crate::prove::Session;
-
-/// An activation whose statistics calibration gathers: a value name, and whether its
-/// features run along its first axis (Gemm with `transA = 1`) instead of its last.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ActivationKey {
-    /// The value's name.
-    pub name: String,
-    /// Whether features run along axis 0 of a matrix.
-    pub transposed: bool,
-}
-
-/// The activation a MatMul or Gemm node of the main graph multiplies its weight input
-/// (slot 1) by, if the patch is one.
-pub fn activation_of(graph: &Graph, w: &WeightPlan, patch: usize) -> Option<ActivationKey> {
-    let p = &w.patches[patch];
-    let node = graph.node(p.node);
-    let transposed = match node.op_type() {
-        "MatMul" => false,
-        "Gemm" => node
-            .attribute
-            .iter()
-            .any(|a| a.name() == "transA" && a.i() == 1),
-        _ => return None,
-    };
-    (p.node.scope == 0 && p.slot == 1).then(|| ActivationKey {
-        name: node.input[0].clone(),
-        transposed,
-    })
-}
+use crate::runtime::{Session, datum, float_tensor};
+use crate::stats::{ActivationKey, activation};
 
 /// A planned weight fed as probe inputs: the weight and its ties.
 #[derive(Clone, Debug)]
@@ -81,28 +53,26 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Builds the probe of `model` (external data already inlined) for the plan's
-    /// `weights` (from `graph`, the index of `model`). Weights stored in Constant nodes
-    /// or subgraphs are not probed. `activations` says whether to expose activations;
-    /// `compared` names the values sensitivity compares.
+    /// Builds the probe of the model `graph` indexes (external data already inlined)
+    /// for the plan's `weights`, fed `samples`. Weights stored in Constant nodes or
+    /// subgraphs are not probed. `compared` names the values sensitivity compares.
     pub fn new(
-        model: &ModelProto,
         graph: &Graph,
         weights: &[WeightPlan],
-        calibration: &Calibration,
-        (activations, compared): (bool, &[String]),
+        samples: &Samples,
+        compared: &[String],
     ) -> Result<Self> {
         if let Some(name) = compared.iter().find(|n| graph.resolve(0, n).is_none()) {
             return Err(Error::Config(format!(
                 "--sensitivity-output: the model has no value named '{name}'"
             )));
         }
-        let mut probe_model = model.clone();
+        let mut probe_model: ModelProto = graph.model.clone();
         let g = probe_model
             .graph
             .as_mut()
             .ok_or_else(|| Error::invalid("the model has no graph"))?;
-        let mut facts = calibration.facts();
+        let mut facts = samples.facts();
         let inputs = facts.len();
         let mut probed = Vec::new();
         let mut moved = HashMap::new();
@@ -110,9 +80,8 @@ impl Probe {
             let members: Vec<_> = std::iter::once((w.first().weight, false))
                 .chain(w.ties.iter().map(|t| (t.weight, t.transposed)))
                 .collect();
-            let top_level = |c: &crate::graph::Constant| {
-                c.scope == 0 && matches!(c.source, ConstantSource::Initializer(_))
-            };
+            let top_level =
+                |c: &Constant| c.scope == 0 && matches!(c.source, ConstantSource::Initializer(_));
             if !members.iter().all(|(c, _)| top_level(c)) {
                 continue;
             }
@@ -122,7 +91,7 @@ impl Probe {
             for (c, transposed) in &members {
                 let dims: Vec<usize> = c.tensor.dims.iter().map(|&d| d as usize).collect();
                 let values = float_values(c.tensor, None)?;
-                originals.push(Arc::new(weight_tensor(&values, &dims, float_type)?));
+                originals.push(Arc::new(float_tensor(&values, &dims, float_type)?));
                 moved.insert(c.name.to_string(), g.input.len());
                 positions.push((facts.len(), *transposed));
                 let data_type = DataType::try_from(c.tensor.data_type()).unwrap_or(DataType::Float);
@@ -138,31 +107,12 @@ impl Probe {
             });
         }
         g.initializer.retain(|t| !moved.contains_key(t.name()));
-        let expose = |name: &str, g: &mut crate::onnx::proto::GraphProto| -> usize {
-            match g.output.iter().position(|o| o.name() == name) {
-                Some(position) => position,
-                None => {
-                    g.output.push(value_info(name, DataType::Undefined, None));
-                    g.output.len() - 1
-                }
-            }
-        };
-        let compared = compared.iter().map(|name| expose(name, g)).collect();
+        let compared = compared.iter().map(|name| expose(g, name)).collect();
         let mut exposed = HashMap::new();
-        if activations {
-            for p in &probed {
-                let w = &weights[p.plan_index];
-                for key in (0..w.patches.len()).filter_map(|i| activation_of(graph, w, i)) {
-                    let position = match g.output.iter().position(|o| o.name() == key.name) {
-                        Some(position) => position,
-                        None => {
-                            g.output
-                                .push(value_info(&key.name, DataType::Undefined, None));
-                            g.output.len() - 1
-                        }
-                    };
-                    exposed.insert(key, position);
-                }
+        for p in &probed {
+            for key in weights[p.plan_index].patches.iter().filter_map(activation) {
+                let position = expose(g, &key.name);
+                exposed.insert(key, position);
             }
         }
         let session = Session::new(&probe_model, "probe", &facts)?;
@@ -200,7 +150,7 @@ impl ProbedWeight {
     /// weight's dims, row-major): the weight, and for each tie the same tensor or, for
     /// a transposed tie, its transpose.
     pub fn swapped(&self, values: &[f64]) -> Result<Vec<Arc<Tensor>>> {
-        let weight = Arc::new(weight_tensor(values, &self.dims, self.float_type)?);
+        let weight = Arc::new(float_tensor(values, &self.dims, self.float_type)?);
         self.members
             .iter()
             .map(|&(_, transposed)| {
@@ -216,29 +166,13 @@ impl ProbedWeight {
     }
 }
 
-/// A tensor of `float_type` holding `values` in `dims`.
-fn weight_tensor(values: &[f64], dims: &[usize], float_type: FloatType) -> Result<Tensor> {
-    let t = match float_type {
-        FloatType::F32 => {
-            Tensor::from_shape(dims, &values.iter().map(|&v| v as f32).collect::<Vec<_>>())
+/// The position of `name` among `g`'s outputs, added as an output if it is not one.
+fn expose(g: &mut GraphProto, name: &str) -> usize {
+    match g.output.iter().position(|o| o.name() == name) {
+        Some(position) => position,
+        None => {
+            g.output.push(value_info(name, DataType::Undefined, None));
+            g.output.len() - 1
         }
-        FloatType::F64 => Tensor::from_shape(dims, values),
-        FloatType::F16 => Tensor::from_shape(
-            dims,
-            &values.iter().map(|&v| f16::from_f64(v)).collect::<Vec<_>>(),
-        ),
-    };
-    t.map_err(|e| {
-        Error::invalid(format!(
-            "cannot build a weight tensor of shape {dims:?}: {e}"
-        ))
-    })
-}
-
-fn datum(float_type: FloatType) -> DatumType {
-    match float_type {
-        FloatType::F16 => DatumType::F16,
-        FloatType::F32 => DatumType::F32,
-        FloatType::F64 => DatumType::F64,
     }
 }

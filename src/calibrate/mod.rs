@@ -1,0 +1,126 @@
+//! Calibration: the original model runs on calibration samples, and what it shows
+//! decides the rewrite. The stages, in order:
+//!
+//! 1. [`probe`]: the model in tract with its planned weights as inputs and the
+//!    activations they multiply as outputs, so one optimized model serves every run;
+//! 2. [`gather`]: one run per sample gathers each activation's statistics (means for
+//!    bias correction, `H = X^T X` for compensation);
+//! 3. [`sensitivity`]: each weight alone is decomposed at every candidate setting and
+//!    the compared values' error measured (on [`logits`] by default);
+//! 4. [`allocate`] and [`budget`]: a knapsack over the measured curves picks each
+//!    weight's setting for a size budget, checked against the rewrite's bytes.
+
+pub mod allocate;
+pub mod budget;
+pub mod gather;
+pub mod logits;
+pub mod probe;
+pub mod sensitivity;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::graph::Graph;
+use crate::inputs::Samples;
+use crate::plan::Plan;
+use crate::report::progress_bar;
+use crate::stats::Stats;
+use gather::gather_stats;
+use logits::default_compared;
+use probe::Probe;
+use sensitivity::{Curve, measure};
+
+/// What the sensitivity stage measures.
+#[derive(Clone, Debug, Default)]
+pub struct Sensitivity {
+    /// Samples each weight's sensitivity is measured on (the first ones); 0 skips the
+    /// stage.
+    pub samples: usize,
+    /// The values compared; empty: [`default_compared`].
+    pub outputs: Vec<String>,
+}
+
+/// What calibration found.
+#[derive(Clone, Debug)]
+pub struct Calibrated {
+    /// The samples run.
+    pub samples: Arc<Samples>,
+    /// Activation statistics of every rewritable MatMul/Gemm.
+    pub stats: Stats,
+    /// Sensitivity curves of the weights the probe could swap (empty unless asked).
+    pub curves: Vec<Curve>,
+    /// Model runs made.
+    pub runs: usize,
+    /// The values sensitivity was measured on (see [`default_compared`]).
+    pub compared: Vec<String>,
+}
+
+impl Calibrated {
+    /// The activations whose `H = X^T X` was gathered from fewer rows than they have
+    /// features, as (name, rows, features), fewest rows per feature first: each such
+    /// `H` is singular, and compensation there rests on its damping, not on the data.
+    pub fn singular_hessians(&self) -> Vec<(&str, usize, usize)> {
+        let mut short: Vec<_> = self
+            .stats
+            .iter()
+            .filter(|(_, s)| s.gram.is_some() && s.rows < s.features as f64)
+            .map(|(key, s)| (key.name.as_str(), s.rows as usize, s.features))
+            .collect();
+        short.sort_unstable_by_key(|&(name, rows, features)| (rows * 1_000_000 / features, name));
+        short
+    }
+}
+
+/// Runs the model `graph` indexes (external data inlined) on `samples` for the
+/// `plan`'s weights: gathers activation statistics (with `H = X^T X` when
+/// `config.compensate`) on every sample and measures every weight's sensitivity as
+/// `sensitivity` says. Draws a progress bar when `config.progress`.
+pub fn calibrate(
+    graph: &Graph,
+    plan: &Plan,
+    config: &Config,
+    samples: Samples,
+    sensitivity: &Sensitivity,
+) -> Result<Calibrated> {
+    let compared = if sensitivity.outputs.is_empty() {
+        default_compared(graph)
+    } else {
+        sensitivity.outputs.clone()
+    };
+    let probe = Probe::new(graph, &plan.weights, &samples, &compared)?;
+    let stats = gather_stats(&probe, &samples, config.compensate)?;
+    let mut runs = samples.samples.len();
+    let measured = sensitivity.samples.min(samples.samples.len());
+    let curves = if measured > 0 {
+        let progress = progress_bar(
+            config.progress,
+            probe.weights.len() * measured,
+            "sensitivity runs",
+        );
+        let curves = measure(
+            graph,
+            &plan.weights,
+            config,
+            &probe,
+            (&samples, measured),
+            Some(&stats),
+            &progress,
+        )?;
+        progress.finish_and_clear();
+        runs += curves
+            .iter()
+            .map(|c| measured * (c.points.len() + 1))
+            .sum::<usize>();
+        curves
+    } else {
+        Vec::new()
+    };
+    Ok(Calibrated {
+        samples: Arc::new(samples),
+        stats,
+        curves,
+        runs,
+        compared,
+    })
+}

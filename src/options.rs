@@ -1,0 +1,265 @@
+//! The options of every command, as the command line spells them: clap argument groups
+//! that turn into the library's [`Config`], [`Tuning`] and [`ProofConfig`]. The
+//! command line and the Python bindings parse the same groups, so their defaults and
+//! checks cannot drift apart.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use crate::calibrate::Sensitivity;
+use crate::config::{CodebookType, Config, Form, GranularityChoice, LutGather, Share};
+use crate::error::{Error, Result};
+use crate::inputs::SampleSource;
+use crate::job::{Note, Target, Tuning};
+use crate::onnx::external::model_dir;
+use crate::particles::CodebookFit;
+use crate::prove::ProofConfig;
+use crate::rules::{Select, Selection, default_ops};
+
+/// How weights are selected and decomposed.
+#[derive(Args, Clone, Debug)]
+pub struct ParticleOptions {
+    /// Bits per particle index: codebooks of 2^bits particles (1..=8).
+    #[arg(long, default_value_t = 4)]
+    pub bits: u32,
+    /// Codebook granularity: tensor, channel (one per output channel), block:G (one
+    /// per G consecutive inputs of a channel), or auto: per channel unless its
+    /// codebooks would take more than half the bytes of the weight's indices.
+    #[arg(
+        long,
+        value_name = "auto|tensor|channel|block:G",
+        default_value = "auto"
+    )]
+    pub granularity: GranularityChoice,
+    /// Element type of stored particles (f16 is cast back to the weight's type in the graph).
+    #[arg(long, value_enum, default_value_t = CodebookType::F16)]
+    pub codebook_type: CodebookType,
+    /// Only rewrite weights whose codebooks hold every value exactly (fewest bits up
+    /// to --bits); the rewrite is then bit-exact. Others are skipped with the reason.
+    #[arg(long)]
+    pub lossless: bool,
+    /// Fraction of each weight's elements (e.g. 0.005) kept exact: those the codebooks
+    /// serve worst, written back after decoding with ScatterElements.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub outliers: f64,
+    /// Weights per vector particle (consecutive along a channel's inputs); 1 = scalar.
+    #[arg(long, value_name = "D", default_value_t = 1)]
+    pub dim: usize,
+    /// Additive stages: W = sum of one particle per stage, each fitted to the residual.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub stages: usize,
+    /// Share particles between related weights: none; identical (identical and
+    /// transposed weights are decoded once); alike (also: weights of one shape whose
+    /// joint codebooks cost at most --alike-error extra squared error share them).
+    #[arg(long, value_enum, default_value_t = Share::Identical)]
+    pub share: Share,
+    /// With --share alike: the extra squared error a joint codebook may cost, as a
+    /// fraction of the members' own (0.2 = 20%; on minilm_l3 0.2 pairs 12 of 18
+    /// weights for a 0.0011 lower sentence cosine, and 0.1 pairs none).
+    #[arg(long, value_name = "F", default_value_t = 0.2)]
+    pub alike_error: f64,
+    /// What rewritten MatMul/Gemm nodes compute: decode (rebuild the weight; runtimes
+    /// fold it back to dense at load) or lut (per-subspace dot products gathered and
+    /// summed: the weight stays compressed in memory at run time, at a latency cost;
+    /// needs --dim D dividing the inputs, one codebook per subspace of D inputs).
+    #[arg(long, value_enum, default_value_t = Form::Decode)]
+    pub form: Form,
+    /// One codebook per subspace of --dim inputs, shared by all output channels, in
+    /// the decode form: the particles --form lut uses.
+    #[arg(long)]
+    pub subspaces: bool,
+    /// How --form lut reads the dot products: rows (one Gather of whole rows; fastest
+    /// from a few input rows up) or elements (GatherElements; fastest for a single
+    /// input row in onnxruntime, but holds an index per row at run time).
+    #[arg(long, value_enum, default_value_t = LutGather::Rows)]
+    pub lut_gather: LutGather,
+    /// How scalar codebooks are fitted: exact (optimal 1-D k-means) or fast (Lloyd
+    /// iterations on the sorted values: a local optimum, several times faster).
+    #[arg(long, value_enum, default_value_t = CodebookFit::Exact)]
+    pub fit: CodebookFit,
+    /// Op types whose weights are rewritten, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = default_ops())]
+    pub ops: Vec<String>,
+    /// Leave weights with fewer elements alone.
+    #[arg(long, default_value_t = 4096)]
+    pub min_elements: usize,
+    /// Only rewrite nodes whose name or weight name matches one of these globs.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never rewrite nodes whose name or weight name matches one of these globs.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+}
+
+/// Named settings of calibration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// `--target-bits 4` with bias correction.
+    Quality,
+    /// `--target-bits 3` with bias correction and `--compensate`.
+    Small,
+}
+
+/// Calibration: where the samples come from and what they decide.
+#[derive(Args, Clone, Debug)]
+pub struct CalibrationOptions {
+    /// Calibration inputs: an .npz with one array per model input, named after it,
+    /// with one more axis in front (x[s] is sample s). Enables bias correction.
+    #[arg(long, value_name = "FILE.npz", conflicts_with = "calibration_random")]
+    pub calibration: Option<PathBuf>,
+    /// Draw N seeded random calibration samples (like the proof's inputs) instead.
+    #[arg(long, value_name = "N")]
+    pub calibration_random: Option<usize>,
+    /// Average bits per rewritten weight, every stored byte counted: bits (1-8) and
+    /// granularity are chosen per weight from its measured output sensitivity.
+    #[arg(long, value_name = "B")]
+    pub target_bits: Option<f64>,
+    /// With --max-rel-error: find the smallest allocation whose proof passes it.
+    #[arg(long, requires = "max_rel_error", conflicts_with = "target_bits")]
+    pub auto: bool,
+    /// Calibration samples the sensitivity of each weight is measured on (the first
+    /// ones; statistics use all of them).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub sensitivity_samples: usize,
+    /// Measure sensitivity on these values instead of the default: the model's
+    /// outputs, or the logits before an output's Softmax, Sigmoid or Div(Exp(z))
+    /// softmax, whose saturated probabilities hide most errors.
+    #[arg(long, value_name = "NAME")]
+    pub sensitivity_output: Vec<String>,
+    /// With calibration: do not fold mean(x).(W - W_hat) into the following bias.
+    #[arg(long)]
+    pub no_bias_correction: bool,
+    /// With calibration: error-compensating rounding (GPTQ-style, H = X^T X).
+    #[arg(long)]
+    pub compensate: bool,
+    /// Named settings: quality = --target-bits 4 with bias correction; small =
+    /// --target-bits 3 with bias correction and --compensate. Without calibration
+    /// flags, 16 random samples are drawn (real samples do better).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+}
+
+/// The proof's inputs and bound.
+#[derive(Args, Clone, Debug)]
+pub struct ProofOptions {
+    /// Value of a symbolic input dim, e.g. sequence_length=32 (unnamed or unbound dims: 1).
+    #[arg(long, value_name = "NAME=N", value_parser = parse_dim)]
+    pub input_dim: Vec<(String, usize)>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of random input sets.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// Fail (exit 1, nothing written) if any output's relative L2 error exceeds E.
+    #[arg(long, value_name = "E")]
+    pub max_rel_error: Option<f64>,
+}
+
+fn parse_dim(s: &str) -> Result<(String, usize), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=N, got '{s}'"))?;
+    let n = n.parse().map_err(|_| format!("'{n}' is not a size"))?;
+    Ok((name.to_string(), n))
+}
+
+impl ParticleOptions {
+    /// The config for rewriting the model at `input` (its folder holds its external
+    /// data), drawing progress bars when `progress`.
+    pub fn config(&self, input: &Path, progress: bool) -> Result<Config> {
+        Ok(Config {
+            select: Select {
+                ops: self.ops.clone(),
+                min_elements: self.min_elements,
+                names: Selection::new(&self.include, &self.exclude)?,
+            },
+            bits: self.bits,
+            granularity: self.granularity,
+            codebook_type: self.codebook_type,
+            lossless: self.lossless,
+            outliers: self.outliers,
+            dim: self.dim,
+            stages: self.stages,
+            codebook_fit: self.fit,
+            share: self.share,
+            alike_error: self.alike_error,
+            form: self.form,
+            subspaces: self.subspaces,
+            lut_gather: self.lut_gather,
+            external_dir: Some(model_dir(input)),
+            progress,
+            ..Config::default()
+        })
+    }
+}
+
+impl CalibrationOptions {
+    /// Applies the preset and calibration switches to `config`: the calibration to
+    /// run, or `None` without calibration flags, and a note when a preset draws
+    /// random samples for want of real ones.
+    pub fn tuning(&self, config: &mut Config) -> Result<(Option<Tuning>, Vec<Note>)> {
+        let (preset_bits, preset_compensate) = match self.preset {
+            Some(Preset::Quality) => (Some(4.0), false),
+            Some(Preset::Small) => (Some(3.0), true),
+            None => (None, false),
+        };
+        let mut notes = Vec::new();
+        let source = match (&self.calibration, self.calibration_random) {
+            (Some(path), _) => Some(SampleSource::Npz(path.clone())),
+            (None, Some(n)) => Some(SampleSource::Random(n)),
+            (None, None) if self.preset.is_some() => {
+                notes.push(Note::Advice(
+                    "--preset without --calibration: using 16 random samples (--calibration-random 16)".into(),
+                ));
+                Some(SampleSource::Random(16))
+            }
+            (None, None) => None,
+        };
+        let Some(source) = source else {
+            if self.target_bits.is_some() || self.auto || self.compensate {
+                return Err(Error::Config(
+                    "--target-bits, --auto and --compensate need --calibration FILE.npz or --calibration-random N".into(),
+                ));
+            }
+            return Ok((None, notes));
+        };
+        if let Some(bits) = self.target_bits
+            && !(1.0..=16.0).contains(&bits)
+        {
+            return Err(Error::Config(format!(
+                "--target-bits must be in 1..=16, not {bits}"
+            )));
+        }
+        config.bias_correction = !self.no_bias_correction;
+        config.compensate = self.compensate || preset_compensate;
+        let target = match (self.auto, self.target_bits.or(preset_bits)) {
+            (true, _) => Target::Auto,
+            (false, Some(bits)) => Target::Bits(bits),
+            (false, None) => Target::Common,
+        };
+        let tuning = Tuning {
+            source,
+            sensitivity: Sensitivity {
+                samples: self.sensitivity_samples,
+                outputs: self.sensitivity_output.clone(),
+            },
+            target,
+        };
+        Ok((Some(tuning), notes))
+    }
+}
+
+impl ProofOptions {
+    /// The proof's config.
+    pub fn config(&self) -> ProofConfig {
+        ProofConfig {
+            input_dims: self.input_dim.iter().cloned().collect(),
+            seed: self.seed,
+            samples: self.samples,
+            max_rel_error: self.max_rel_error,
+            inputs: None,
+        }
+    }
+}

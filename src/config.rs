@@ -1,6 +1,6 @@
 //! What the pass does, as chosen by the user: which weights (the rules' [`Select`]),
 //! how their particles are fitted, which weights share them, and the form they take.
-//! Per-weight settings are the plan's (see [`crate::plan`]), not the config's.
+//! Per-weight settings are the plan's, not the config's.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -87,7 +87,7 @@ pub enum Form {
     Lut,
 }
 
-/// Which related weights share particles (see [`crate::relation`]).
+/// Which related weights share particles (the plan relates them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Share {
     /// Every weight is decomposed on its own.

@@ -1,6 +1,8 @@
 //! What a rewrite would do, without doing it: the plan `rewrite` carries out (its
 //! weights, ties, skip reasons) and the estimated size of each decode subgraph.
 
+use std::fmt::Write;
+
 use prost::Message;
 
 use crate::config::Config;
@@ -10,8 +12,7 @@ use crate::onnx::proto::ModelProto;
 use crate::onnx::tensor::FloatType;
 use crate::particles::Matrix;
 use crate::particles::pack::packed_len;
-use crate::plan::{Plan, Skipped};
-use crate::relation::RelationGraph;
+use crate::plan::{Plan, RelationGraph, Skipped};
 
 /// A weight the rewrite would decompose.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -50,6 +51,48 @@ pub struct Inspection {
     pub skipped: Vec<Skipped>,
     /// Estimated encoded size after the rewrite.
     pub estimated_model_bytes: usize,
+}
+
+impl Inspection {
+    /// The human table of the inspection of the model called `name`: one line per
+    /// candidate and per skipped node, then the totals.
+    pub fn table(&self, name: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{name}: opset {}, {} bytes",
+            self.opset, self.model_bytes
+        );
+        for c in &self.candidates {
+            let tied = match c.tied.len() {
+                0 => String::new(),
+                n => format!("  (+{n} tied)"),
+            };
+            let _ = writeln!(
+                s,
+                "  rewrite {:<40} {:>5}x{:<5} {:?} {:>9} params  {:>9} -> ~{} bytes{tied}",
+                c.name,
+                c.shape[0],
+                c.shape[1],
+                c.dtype,
+                c.elements,
+                c.bytes_before,
+                c.estimated_bytes_after
+            );
+        }
+        for skipped in &self.skipped {
+            let _ = writeln!(s, "  skip {}: {}", skipped.node, skipped.reason);
+        }
+        let _ = writeln!(
+            s,
+            "{} weights to rewrite, {} nodes skipped; estimated size {} -> {} bytes",
+            self.candidates.len(),
+            self.skipped.len(),
+            self.model_bytes,
+            self.estimated_model_bytes
+        );
+        s
+    }
 }
 
 /// The relation graph of the weights `config` would rewrite (values are read):

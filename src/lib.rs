@@ -6,7 +6,7 @@
 //! result; a proof in tract compares the original and rewritten models.
 //!
 //! The pass, in the order it runs: [`graph`] indexes the model, [`rules`] match the
-//! weights, [`plan`] relates them ([`relation`]), [`calibrate`] measures them when
+//! weights, [`plan`] relates them, [`calibrate`] measures them when
 //! samples are given, [`rewrite`] fits ([`fit`], [`particles`]) and emits ([`forms`],
 //! [`bias`]) and applies, [`prove`] runs both models ([`runtime`], [`inputs`]) and
 //! [`report`] tells. [`job`] runs a whole command; [`options`] are its flags.
@@ -38,7 +38,6 @@ pub mod options;
 pub mod particles;
 pub mod plan;
 pub mod prove;
-pub mod relation;
 pub mod report;
 pub mod rewrite;
 pub mod rng;

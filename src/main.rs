@@ -312,38 +312,7 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         sayln!("{}", serde_json::to_string_pretty(&inspection)?);
         return Ok(ExitCode::SUCCESS);
     }
-    sayln!(
-        "{}: opset {}, {} bytes",
-        args.input.display(),
-        inspection.opset,
-        inspection.model_bytes
-    );
-    for c in &inspection.candidates {
-        let tied = match c.tied.len() {
-            0 => String::new(),
-            n => format!("  (+{n} tied)"),
-        };
-        sayln!(
-            "  rewrite {:<40} {:>5}x{:<5} {:?} {:>9} params  {:>9} -> ~{} bytes{tied}",
-            c.name,
-            c.shape[0],
-            c.shape[1],
-            c.dtype,
-            c.elements,
-            c.bytes_before,
-            c.estimated_bytes_after
-        );
-    }
-    for s in &inspection.skipped {
-        sayln!("  skip {}: {}", s.node, s.reason);
-    }
-    sayln!(
-        "{} weights to rewrite, {} nodes skipped; estimated size {} -> {} bytes",
-        inspection.candidates.len(),
-        inspection.skipped.len(),
-        inspection.model_bytes,
-        inspection.estimated_model_bytes
-    );
+    say!("{}", inspection.table(&args.input.display().to_string()));
     Ok(ExitCode::SUCCESS)
 }
 

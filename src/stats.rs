@@ -1,7 +1,7 @@
 //! Streamed statistics of the activations a weight multiplies: the feature means (for
 //! bias correction) and optionally `H = X^T X` (for error-compensating rounding).
 //! Memory is fixed by the number of features, whatever the number of samples.
-//! Calibration gathers them (see [`crate::calibrate`]); the rewrite reads them.
+//! Calibration gathers them; the rewrite reads them.
 
 use std::collections::HashMap;
 

@@ -40,7 +40,12 @@ fn config(bits: u32) -> Config {
 
 /// Calibrates `model`'s plan under `config` on `samples`, measuring sensitivity on
 /// the first `measured`.
-fn calibrated(model: &ModelProto, config: &Config, samples: Samples, measured: usize) -> Calibrated {
+fn calibrated(
+    model: &ModelProto,
+    config: &Config,
+    samples: Samples,
+    measured: usize,
+) -> Calibrated {
     let graph = Graph::new(model).unwrap();
     let plan = Plan::new(&graph, config).unwrap();
     let sensitivity = Sensitivity {

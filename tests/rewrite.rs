@@ -1,11 +1,10 @@
-//! End-to-end rewrites of small built graphs: every weight source (initializer,
-//! Constant node, If branch, shared by two MatMuls), Gemm with its attributes, fp16 and
-//! double weights, both granularities. Each is checked numerically through tract and
-//! its rewritten graph is snapshotted as a text dump.
+//! End-to-end rewrites of small built graphs across the rules (each rule's own cases
+//! are in tests/rules/): fp16 and double weights, codebook types, granularities,
+//! lossless storage, outliers, vectors, sharing and the skip reasons as users read
+//! them. Each is checked numerically through tract and its rewritten graph is
+//! snapshotted as a text dump.
 
-use sora_onnx::builder::{
-    Dim, ModelBuilder, attr_float, attr_int, attr_ints, float_matrix, pseudo_random,
-};
+use sora_onnx::builder::{Dim, ModelBuilder, attr_int, float_matrix, pseudo_random};
 use sora_onnx::config::{CodebookType, GranularityChoice, Share};
 use sora_onnx::dump::dump;
 use sora_onnx::onnx::proto::ModelProto;
@@ -52,30 +51,6 @@ fn matmul_model(weight: sora_onnx::onnx::proto::TensorProto) -> ModelProto {
 }
 
 #[test]
-fn initializer_weight_per_channel() {
-    let model = matmul_model(float_matrix("w", 16, 8, 1));
-    let out = rewrite(&model, &config(4, Granularity::Channel)).unwrap();
-    assert_eq!(out.report.tensors.len(), 1);
-    let t = &out.report.tensors[0];
-    assert_eq!((t.codebooks, t.particles, t.elements), (8, 16, 128));
-    let proof = prove(&model, &out);
-    // 16 rows per column: each column is exact up to the f16 rounding of its particles.
-    assert!(proof.outputs[0].rel_l2 < 1e-3, "{proof:?}");
-    insta::assert_snapshot!(dump(&out.model));
-}
-
-#[test]
-fn initializer_weight_per_tensor() {
-    let model = matmul_model(float_matrix("w", 16, 8, 2));
-    let out = rewrite(&model, &config(3, Granularity::Tensor)).unwrap();
-    let t = &out.report.tensors[0];
-    assert_eq!((t.codebooks, t.particles), (1, 8));
-    let proof = prove(&model, &out);
-    assert!(proof.outputs[0].cosine > 0.99, "{proof:?}");
-    insta::assert_snapshot!(dump(&out.model));
-}
-
-#[test]
 fn lossless_when_the_weight_has_few_values() {
     let values = few_values(32, 16, 16, 3);
     let model = matmul_model(float_tensor("w", &[32, 16], FloatType::F32, &values));
@@ -97,110 +72,6 @@ fn more_bits_less_error() {
         .collect();
     assert!(errors.windows(2).all(|w| w[1] < w[0] / 3.0), "{errors:?}");
     assert!(errors[3] < 5e-3, "{errors:?}");
-}
-
-#[test]
-fn constant_node_weight_is_replaced_in_place() {
-    let values = few_values(16, 8, 8, 5);
-    let mut b = ModelBuilder::new(17);
-    b.input_f32("x", &[2, 16]);
-    b.node("Relu", &["x"], &["r"]);
-    b.constant("w", float_tensor("w", &[16, 8], FloatType::F32, &values));
-    b.node("MatMul", &["r", "w"], &["y"]);
-    b.output_f32("y");
-    let model = b.build();
-    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
-    let nodes = &out.model.graph.as_ref().unwrap().node;
-    assert!(nodes.iter().all(|n| n.op_type() != "Constant"));
-    assert_eq!(nodes[0].op_type(), "Relu");
-    assert_eq!(nodes.last().unwrap().input[1], "w.decoded");
-    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
-    insta::assert_snapshot!(dump(&out.model));
-}
-
-#[test]
-fn weight_read_inside_an_if_branch() {
-    let mut then = ModelBuilder::new(17);
-    then.node("MatMul", &["x", "w"], &["t"]);
-    then.output_f32("t");
-    let mut b = ModelBuilder::new(17);
-    b.input_f32("x", &[2, 16]);
-    b.input_bool("cond");
-    b.initializer(float_tensor(
-        "w",
-        &[16, 16],
-        FloatType::F32,
-        &few_values(16, 16, 4, 6),
-    ));
-    b.if_node(
-        "cond",
-        then.build_graph("then"),
-        ModelBuilder::new(17).passthrough_graph("else", "x"),
-        "y",
-    );
-    b.output_f32("y");
-    let model = b.build();
-    let out = rewrite(&model, &config(2, Granularity::Tensor)).unwrap();
-    assert_eq!(out.report.tensors.len(), 1);
-    assert_eq!(out.report.tensors[0].nodes, vec!["MatMul_0"]);
-    // The proof feeds cond as 0 or 1 at random over its samples; both branches agree.
-    let proof = prove(&model, &out);
-    assert_eq!(proof.outputs[0].max_abs, 0.0, "{proof:?}");
-    insta::assert_snapshot!(dump(&out.model));
-}
-
-#[test]
-fn weight_shared_by_two_matmuls_is_decomposed_once() {
-    let mut b = ModelBuilder::new(17);
-    b.input_f32("x", &[2, 16]);
-    b.initializer(float_matrix("w", 16, 16, 7));
-    b.node("MatMul", &["x", "w"], &["a"]);
-    b.node("MatMul", &["a", "w"], &["y"]);
-    b.output_f32("y");
-    let model = b.build();
-    let out = rewrite(&model, &config(4, Granularity::Channel)).unwrap();
-    assert_eq!(out.report.tensors.len(), 1);
-    assert_eq!(out.report.tensors[0].nodes, vec!["MatMul_0", "MatMul_1"]);
-    let g = out.model.graph.as_ref().unwrap();
-    assert_eq!(
-        g.node
-            .iter()
-            .filter(|n| n.op_type() == "GatherElements")
-            .count(),
-        1
-    );
-    assert!(
-        g.node
-            .iter()
-            .filter(|n| n.op_type() == "MatMul")
-            .all(|n| n.input[1] == "w.decoded")
-    );
-    assert!(prove(&model, &out).outputs[0].rel_l2 < 0.05);
-}
-
-#[test]
-fn gemm_keeps_trans_b_alpha_beta_and_bias() {
-    let mut b = ModelBuilder::new(13);
-    b.input_f32("x", &[4, 24]);
-    b.initializer(float_tensor(
-        "w",
-        &[12, 24],
-        FloatType::F32,
-        &few_values(12, 24, 16, 8),
-    ));
-    b.initializer(float_matrix("bias", 1, 12, 9));
-    let gemm = b.node("Gemm", &["x", "w", "bias"], &["y"]);
-    gemm.attribute.push(attr_int("transB", 1));
-    gemm.attribute.push(attr_float("alpha", 0.5));
-    gemm.attribute.push(attr_float("beta", 2.0));
-    b.output_f32("y");
-    let model = b.build();
-    let out = rewrite(&model, &config(4, Granularity::Channel)).unwrap();
-    let t = &out.report.tensors[0];
-    // transB = 1: output channels are the 12 rows.
-    assert_eq!((t.codebooks, t.mse), (12, 0.0));
-    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
-    insta::assert_snapshot!(dump(&out.model));
 }
 
 #[test]
@@ -302,44 +173,6 @@ fn skip_reasons_name_the_weight() {
     insta::assert_snapshot!(skipped.join("\n"));
     assert_eq!(out.report.tensors.len(), 1);
     assert_eq!(out.report.tensors[0].name, "big");
-}
-
-#[test]
-fn embedding_table_read_by_gather() {
-    let mut b = ModelBuilder::new(17);
-    b.input("ids", DataType::Int64, &[Dim::Fixed(2), Dim::Fixed(5)]);
-    b.initializer(float_matrix("table", 50, 8, 12));
-    b.node("Gather", &["table", "ids"], &["y"]);
-    b.output_f32("y");
-    let model = b.build();
-    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
-    let t = &out.report.tensors[0];
-    // One codebook per embedding dimension.
-    assert_eq!((t.name.as_str(), t.codebooks), ("table", 8));
-    let proof = prove(&model, &out);
-    assert!(proof.outputs[0].rel_l2 < 0.15, "{proof:?}");
-    insta::assert_snapshot!(dump(&out.model));
-}
-
-#[test]
-fn conv_weight_is_rebuilt_in_its_shape() {
-    let mut b = ModelBuilder::new(17);
-    b.input_f32("x", &[1, 3, 8, 8]);
-    b.initializer(float_tensor(
-        "k",
-        &[4, 3, 3, 3],
-        FloatType::F32,
-        &few_values(4, 27, 8, 13),
-    ));
-    let conv = b.node("Conv", &["x", "k"], &["y"]);
-    conv.attribute.push(attr_ints("pads", &[1, 1, 1, 1]));
-    b.output_f32("y");
-    let model = b.build();
-    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
-    let t = &out.report.tensors[0];
-    assert_eq!((t.shape, t.codebooks), ([4, 27], 4));
-    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
-    insta::assert_snapshot!(dump(&out.model));
 }
 
 #[test]

@@ -158,7 +158,7 @@ impl ExternalWriter {
         let file = tempfile::Builder::new()
             .prefix(".sora-onnx-")
             .suffix(".data.tmp")
-            .permissions(std::fs::Permissions::from_mode(super::io::OUTPUT_MODE))
+            .permissions(std::fs::Permissions::from_mode(super::OUTPUT_MODE))
             .tempfile_in(&dir)
             .map_err(io_err)?;
         Ok(ExternalWriter {

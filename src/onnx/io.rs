@@ -7,6 +7,7 @@ use std::path::Path;
 
 use prost::Message;
 
+use super::OUTPUT_MODE;
 use super::external::{ExternalWriter, external_ref, is_external, read_external};
 use super::proto::{GraphProto, ModelProto, TensorProto};
 use super::tensor::{element_count, stored_bytes};
@@ -122,10 +123,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     file.persist(path).map_err(|e| io_err(e.error))?;
     Ok(())
 }
-
-/// Permissions of written files: read-write for the owner, readable by others (the
-/// temporary files they start as would otherwise stay owner-only).
-pub const OUTPUT_MODE: u32 = 0o644;
 
 /// Largest file protobuf (and so an ONNX model file) can hold.
 pub const PROTOBUF_LIMIT: u64 = 2 * 1024 * 1024 * 1024 - 1;

@@ -11,6 +11,10 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
+/// Permissions of written files: read-write for the owner, readable by others (the
+/// temporary files they start as would otherwise stay owner-only).
+pub const OUTPUT_MODE: u32 = 0o644;
+
 pub use io::{
     DataPlacement, PROTOBUF_LIMIT, decode_model, external_bytes, inline_external, load_model,
     save_model, save_model_with_data, visit_tensors, write_atomic,

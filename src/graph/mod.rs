@@ -8,6 +8,10 @@ use std::collections::{HashMap, HashSet};
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+mod names;
+
+pub use names::Names;
+
 use crate::error::{Error, Result};
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
@@ -356,63 +360,12 @@ impl<'m> Graph<'m> {
             _ => None,
         }
     }
-
-    /// Every name the model uses anywhere (values, nodes, initializers, in every
-    /// scope), as the seed of a [`Names`] generator.
-    pub fn names(&self) -> Names {
-        let mut taken = HashSet::new();
-        for s in &self.scopes {
-            let g = s.graph;
-            taken.extend(
-                g.input
-                    .iter()
-                    .chain(&g.output)
-                    .chain(&g.value_info)
-                    .map(|v| v.name().to_string()),
-            );
-            taken.extend(g.initializer.iter().map(|t| t.name().to_string()));
-            for n in &g.node {
-                taken.insert(n.name().to_string());
-                taken.extend(n.input.iter().chain(&n.output).cloned());
-            }
-        }
-        Names { taken }
-    }
-}
-
-/// Generator of names no part of the model uses yet.
-#[derive(Clone, Debug, Default)]
-pub struct Names {
-    taken: HashSet<String>,
-}
-
-impl Names {
-    /// `base` if it is free, else the first free `base.1`, `base.2`, ...; the name
-    /// returned is taken from then on.
-    pub fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut n = 0;
-        while self.taken.contains(&name) {
-            n += 1;
-            name = format!("{base}.{n}");
-        }
-        self.taken.insert(name.clone());
-        name
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::builder::{ModelBuilder, float_matrix};
-
-    #[test]
-    fn names_never_collide() {
-        let mut names = Names::default();
-        assert_eq!(names.fresh("w.index"), "w.index");
-        assert_eq!(names.fresh("w.index"), "w.index.1");
-        assert_eq!(names.fresh("w.index"), "w.index.2");
-    }
 
     #[test]
     fn finds_initializer_and_constant_node_weights_and_their_uses() {

@@ -2,12 +2,12 @@
 //! together, cost at most a given fraction of extra squared error, read one shared
 //! codebook initializer, each with its own index (`--share alike`).
 
-use super::{Relation, RelationGraph};
+use super::WeightPlan;
+use super::relation::{Relation, RelationGraph};
 use crate::config::Config;
 use crate::error::Result;
 use crate::onnx::tensor::float_values;
 use crate::particles::{Granularity, Matrix, assign, decompose};
-use crate::plan::WeightPlan;
 
 /// Weights that read one joint codebook under `--share alike`.
 #[derive(Clone, Debug)]

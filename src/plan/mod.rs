@@ -4,7 +4,13 @@
 //! every command: `inspect` shows it, calibration measures its weights, the allocator
 //! changes their settings, `rewrite` carries it out.
 
+mod alike;
+mod relation;
+
 use std::collections::HashMap;
+
+pub use alike::AlikeGroup;
+pub use relation::{Relation, RelationGraph, WeightNode};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -12,7 +18,6 @@ use crate::forms::decode::MIN_OPSET;
 use crate::graph::{Constant, ConstantSource, Graph, Use};
 use crate::onnx::external::is_external;
 use crate::particles::Granularity;
-use crate::relation::{AlikeGroup, RelationGraph, alike_groups, relate};
 use crate::rules::{Match, RULES, SkipReason, WeightPatch};
 
 /// The particle settings of one weight.
@@ -30,7 +35,7 @@ pub struct WeightPlan<'m> {
     /// The node inputs reading the weight; the first decides the channel axis.
     pub patches: Vec<WeightPatch<'m>>,
     /// Other constants with the same values (or transposed), read through this
-    /// weight's decoding (see [`crate::relation`]).
+    /// weight's decoding (see the `relation` module).
     pub ties: Vec<Tie<'m>>,
     /// Its bits and granularity: the config's, or the allocator's choice.
     pub setting: Setting,
@@ -103,9 +108,9 @@ impl<'m> Plan<'m> {
         config.validate()?;
         let mut plan = matched(graph, config);
         let dir = config.external_dir.as_deref();
-        plan.relations = relate(&mut plan.weights, dir, config.ties_weights())?;
+        plan.relations = relation::relate(&mut plan.weights, dir, config.ties_weights())?;
         if config.share == crate::config::Share::Alike {
-            plan.groups = alike_groups(&plan.weights, config, &mut plan.relations)?;
+            plan.groups = alike::alike_groups(&plan.weights, config, &mut plan.relations)?;
         }
         Ok(plan)
     }

@@ -15,16 +15,12 @@ use std::hash::{Hash, Hasher};
 
 use petgraph::graph::{NodeIndex, UnGraph};
 
-mod alike;
-
 use std::path::Path;
 
-pub use alike::{AlikeGroup, alike_groups};
-
+use super::{Tie, WeightPlan};
 use crate::error::Result;
 use crate::graph::Constant;
 use crate::onnx::tensor::float_values;
-use crate::plan::{Tie, WeightPlan};
 
 /// How two weights relate.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]

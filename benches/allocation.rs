@@ -22,7 +22,6 @@ use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::plan::Plan;
 use sora_onnx::rewrite::{Rewritten, rewrite_plan};
 use sora_onnx::rules::Select;
-use sora_onnx::stats::Stats;
 use sora_onnx::{Config, ProofConfig, validate};
 
 /// magika's output, a softmax written as Exp/Div.
@@ -61,11 +60,15 @@ fn calibrated(model: &ModelProto, config: &Config, npz: &str, outputs: &[&str]) 
     c
 }
 
-/// `model` rewritten under `config`, with `stats` if given.
-fn rewrite_calibrated(model: &ModelProto, config: &Config, stats: Option<&Stats>) -> Rewritten {
+/// `model` rewritten under `config`, with what `calibrated` measured if given.
+fn rewrite_calibrated(
+    model: &ModelProto,
+    config: &Config,
+    calibrated: Option<&Calibrated>,
+) -> Rewritten {
     let graph = Graph::new(model).unwrap();
     let plan = Plan::new(&graph, config).unwrap();
-    rewrite_plan(&graph, &plan, config, stats).unwrap()
+    rewrite_plan(&graph, &plan, config, calibrated.map(Calibrated::measured)).unwrap()
 }
 
 /// `model` rewritten to `target` bits per weight from `calibrated`'s curves.
@@ -106,7 +109,7 @@ fn table(model: &ModelProto, config: &Config, calibrated: &Calibrated, score: &S
             ..corrected.clone()
         };
         let start = Instant::now();
-        let out = rewrite_calibrated(model, &with, Some(&calibrated.stats));
+        let out = rewrite_calibrated(model, &with, Some(calibrated));
         let seconds = start.elapsed().as_secs_f64();
         row(
             &format!("--bits {bits}, bias correction"),
@@ -151,7 +154,7 @@ fn auto(model: &ModelProto, config: &Config, calibrated: &Calibrated, bound: f64
             bits,
             ..config.clone()
         };
-        let out = rewrite_calibrated(model, &c, Some(&calibrated.stats));
+        let out = rewrite_calibrated(model, &c, Some(calibrated));
         let v = validate(model, &out.model, &proof).unwrap();
         v.passed.then_some((bits, out.report.output_bytes))
     });

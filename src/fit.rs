@@ -2,6 +2,9 @@
 //! for (bits, granularity, lossless, outliers, vectors and stages), decompose, and
 //! emit the matching form. Called by the driver for every planned weight, in parallel.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::config::{Config, Form, GranularityChoice, LutGather};
 use crate::error::Result;
 use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
@@ -105,6 +108,36 @@ impl Fit {
                 }
             }
         }
+    }
+}
+
+/// Fits already made, by weight name and setting. Calibration's sensitivity stage fits
+/// every weight at every candidate setting; the rewrite that follows reads the fit of
+/// each weight's chosen setting here instead of fitting it again.
+#[derive(Clone, Debug, Default)]
+pub struct Fits {
+    fits: HashMap<(String, Setting), Arc<Fit>>,
+}
+
+impl Fits {
+    /// The fit of `weight` at `setting`, if one was made.
+    pub fn get(&self, weight: &str, setting: Setting) -> Option<Arc<Fit>> {
+        self.fits.get(&(weight.to_string(), setting)).cloned()
+    }
+
+    /// Keeps the fit of `weight` at `setting`.
+    pub fn insert(&mut self, weight: &str, setting: Setting, fit: Arc<Fit>) {
+        self.fits.insert((weight.to_string(), setting), fit);
+    }
+
+    /// Number of fits kept.
+    pub fn len(&self) -> usize {
+        self.fits.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.fits.is_empty()
     }
 }
 

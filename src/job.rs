@@ -152,7 +152,7 @@ fn tuned(
     let curves = tuning.target != Target::Common;
     let calibrated = calibrated(&graph, &plan, config, (tuning, curves), proof, notes)?;
     let rewritten = match tuning.target {
-        Target::Common => rewrite_plan(&graph, &plan, config, Some(&calibrated.stats))?,
+        Target::Common => rewrite_plan(&graph, &plan, config, Some(calibrated.measured()))?,
         Target::Bits(bits) => rewrite_to_bits(&graph, &plan, config, &calibrated, bits)?,
         Target::Auto => {
             let (mut rewritten, validation, proofs) =

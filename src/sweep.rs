@@ -88,7 +88,7 @@ pub fn sweep(
     }
     for &bits in uniform {
         let at_bits = plan.with_bits(config, bits);
-        let out = rewrite_plan(graph, &at_bits, config, Some(&calibrated.stats))?;
+        let out = rewrite_plan(graph, &at_bits, config, Some(calibrated.measured()))?;
         add(SweepKind::Uniform, f64::from(bits), out)?;
     }
     for &target in targets {

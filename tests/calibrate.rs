@@ -59,7 +59,7 @@ fn calibrated(
 fn rewrite_calibrated(model: &ModelProto, config: &Config, calibrated: &Calibrated) -> Rewritten {
     let graph = Graph::new(model).unwrap();
     let plan = Plan::new(&graph, config).unwrap();
-    rewrite_plan(&graph, &plan, config, Some(&calibrated.stats)).unwrap()
+    rewrite_plan(&graph, &plan, config, Some(calibrated.measured())).unwrap()
 }
 
 /// Samples of input `x` [1, 2].

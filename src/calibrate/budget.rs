@@ -89,7 +89,7 @@ pub fn rewrite_to_bits(
             ))
         })?;
         let allocated = plan.with_settings(&settings);
-        let mut out = rewrite_plan(graph, &allocated, config, Some(&calibrated.stats))?;
+        let mut out = rewrite_plan(graph, &allocated, config, Some(calibrated.measured()))?;
         let stored: usize = out.report.tensors.iter().map(|t| t.bytes_after).sum();
         if stored <= target {
             annotate(&mut out, &calibrated.curves);

@@ -21,10 +21,12 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::fit::Fits;
 use crate::graph::Graph;
 use crate::inputs::Samples;
 use crate::plan::Plan;
 use crate::report::progress_bar;
+use crate::rewrite::Measured;
 use crate::stats::Stats;
 use gather::gather_stats;
 use logits::default_compared;
@@ -50,6 +52,8 @@ pub struct Calibrated {
     pub stats: Stats,
     /// Sensitivity curves of the weights the probe could swap (empty unless asked).
     pub curves: Vec<Curve>,
+    /// The fits the curves were measured with, for the rewrite to reuse.
+    pub fits: Fits,
     /// Model runs made.
     pub runs: usize,
     /// The values sensitivity was measured on (see [`default_compared`]).
@@ -57,6 +61,14 @@ pub struct Calibrated {
 }
 
 impl Calibrated {
+    /// What the rewrite reads from calibration: the statistics and the fits.
+    pub fn measured(&self) -> Measured<'_> {
+        Measured {
+            stats: &self.stats,
+            fits: &self.fits,
+        }
+    }
+
     /// The activations whose `H = X^T X` was gathered from fewer rows than they have
     /// features, as (name, rows, features), fewest rows per feature first: each such
     /// `H` is singular, and compensation there rests on its damping, not on the data.
@@ -92,13 +104,13 @@ pub fn calibrate(
     let stats = gather_stats(&probe, &samples, config.compensate)?;
     let mut runs = samples.samples.len();
     let measured = sensitivity.samples.min(samples.samples.len());
-    let curves = if measured > 0 {
+    let (curves, fits) = if measured > 0 {
         let progress = progress_bar(
             config.progress,
             probe.weights.len() * measured,
             "sensitivity runs",
         );
-        let curves = measure(
+        let (curves, fits) = measure(
             graph,
             &plan.weights,
             config,
@@ -112,14 +124,15 @@ pub fn calibrate(
             .iter()
             .map(|c| measured * (c.points.len() + 1))
             .sum::<usize>();
-        curves
+        (curves, fits)
     } else {
-        Vec::new()
+        (Vec::new(), Fits::default())
     };
     Ok(Calibrated {
         samples: Arc::new(samples),
         stats,
         curves,
+        fits,
         runs,
         compared,
     })

@@ -18,7 +18,7 @@ use tract_onnx::prelude::Tensor;
 use super::probe::Probe;
 use crate::config::Config;
 use crate::error::Result;
-use crate::fit::{Compensation, fit_values, matrix};
+use crate::fit::{Compensation, Fit, Fits, fit_values, matrix};
 use crate::graph::Graph;
 use crate::inputs::Samples;
 use crate::onnx::tensor::float_values;
@@ -58,8 +58,12 @@ pub struct Curve {
 /// cosine moved from 0.9881 to 0.9877.
 const SENSITIVITY_ROUNDS: usize = 1;
 
-/// A setting, the bytes it stores and what the probe is fed for it.
-type Trial = (Setting, usize, Vec<Arc<Tensor>>);
+/// A setting, the bytes it stores, what the probe is fed for it, and its fit if kept.
+type Trial = (Setting, usize, Vec<Arc<Tensor>>, Option<Arc<Fit>>);
+
+/// Most bytes of particle indices the fits kept for the rewrite may hold (a byte per
+/// weight per setting); past it, nothing is kept and the rewrite fits again.
+pub const MAX_KEPT_FIT_BYTES: usize = 1 << 28;
 
 /// The settings measured for a weight: 1..=8 bits per tensor, and per channel when
 /// the weight has more than one channel.
@@ -80,6 +84,8 @@ pub fn candidate_settings(w: &WeightPlan) -> Vec<Setting> {
 /// Measures every candidate setting of every probed weight, fitted as the rewrite
 /// will fit it (see [`fit_values`]; with compensation when `stats` hold `H`), on the
 /// first `samples` calibration samples; `progress` ticks once per weight and sample.
+/// Keeps the fits the rewrite can reuse: uncompensated ones (a compensated trial
+/// runs fewer rounds than the rewrite), within [`MAX_KEPT_FIT_BYTES`].
 pub fn measure(
     graph: &Graph,
     weights: &[WeightPlan],
@@ -88,8 +94,13 @@ pub fn measure(
     (calibration, samples): (&Samples, usize),
     stats: Option<&Stats>,
     progress: &ProgressBar,
-) -> Result<Vec<Curve>> {
+) -> Result<(Vec<Curve>, Fits)> {
     let mut curves = Vec::new();
+    let mut kept = Fits::default();
+    let trials: usize = (probe.weights.iter())
+        .map(|p| weights[p.plan_index].elements() * candidate_settings(&weights[p.plan_index]).len())
+        .sum();
+    let keep = !config.compensate && trials <= MAX_KEPT_FIT_BYTES;
     for (i, probed) in probe.weights.iter().enumerate() {
         let w = &weights[probed.plan_index];
         let patch = w.first();
@@ -113,7 +124,8 @@ pub fn measure(
                 let fit = fit_values(w, &values, config, None, compensation).ok()?;
                 let bytes = fit.emit(w, graph, &mut names.clone(), None).stored_bytes();
                 let decoded = fit.decoded(&matrix(w, &values), patch.float_type);
-                Some(probed.swapped(&decoded).map(|t| (setting, bytes, t)))
+                let fit = keep.then(|| Arc::new(fit));
+                Some(probed.swapped(&decoded).map(|t| (setting, bytes, t, fit)))
             })
             .collect();
         let fits: Vec<_> = fits.into_iter().flatten().collect::<Result<_>>()?;
@@ -132,7 +144,7 @@ pub fn measure(
             }
             let errors: Vec<Vec<f64>> = fits
                 .par_iter()
-                .map(|(_, _, decoded)| {
+                .map(|(_, _, decoded, _)| {
                     let out = probe.run(sample, Some((i, decoded)))?;
                     probe
                         .compared
@@ -153,15 +165,17 @@ pub fn measure(
             }
             progress.inc(1);
         }
-        let points = fits
-            .into_iter()
-            .zip(diff)
-            .map(|((setting, bytes, _), d)| Point {
+        let mut points = Vec::with_capacity(fits.len());
+        for ((setting, bytes, _, fit), d) in fits.into_iter().zip(diff) {
+            if let Some(fit) = fit {
+                kept.insert(w.name(), setting, fit);
+            }
+            points.push(Point {
                 setting,
                 bytes,
                 error: relative_error(&d, &norm),
-            })
-            .collect();
+            });
+        }
         curves.push(Curve {
             weight: patch.weight.name.to_string(),
             plan_index: probed.plan_index,
@@ -169,7 +183,7 @@ pub fn measure(
             points,
         });
     }
-    Ok(curves)
+    Ok((curves, kept))
 }
 
 /// Mean over outputs of the squared error relative to the output's squared norm.

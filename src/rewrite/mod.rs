@@ -20,7 +20,9 @@ use crate::bias::corrections;
 use crate::builder::{attr_ints, node};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::fit::{Compensation, Fit, fit_values, matrix};
+use std::sync::Arc;
+
+use crate::fit::{Compensation, Fit, Fits, fit_values, matrix};
 use crate::forms::Subgraph;
 use crate::graph::{Graph, Names};
 use crate::onnx::external_bytes;
@@ -43,6 +45,15 @@ pub struct Rewritten {
     pub report: Report,
 }
 
+/// What calibration measured that the rewrite reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Measured<'a> {
+    /// Statistics of the activations the weights multiply.
+    pub stats: &'a Stats,
+    /// Fits already made, reused where a weight's setting has one.
+    pub fits: &'a Fits,
+}
+
 /// Plans the rewrite of `model` under `config` and carries it out: every weight the
 /// rules select is decomposed and its readers read the decoded weight. The input
 /// model is not modified.
@@ -52,22 +63,23 @@ pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
     rewrite_plan(&graph, &plan, config, None)
 }
 
-/// Carries out `plan` (made from `graph` under `config`). With calibration `stats` of
-/// the activations the weights multiply, `config.bias_correction` corrects the bias of
-/// each rewritten MatMul/Gemm in the decode form (see [`crate::bias`]) and
-/// `config.compensate` fits by error-compensating rounding.
+/// Carries out `plan` (made from `graph` under `config`). With what calibration
+/// `measured`, `config.bias_correction` corrects the bias of each rewritten MatMul/Gemm
+/// in the decode form (see [`crate::bias`]), `config.compensate` fits by
+/// error-compensating rounding, and fits already made are reused.
 pub fn rewrite_plan(
     graph: &Graph,
     plan: &Plan,
     config: &Config,
-    stats: Option<&Stats>,
+    measured: Option<Measured>,
 ) -> Result<Rewritten> {
+    let stats = measured.map(|m| m.stats);
     let start = Instant::now();
     let mut emission = Emission::new(graph, plan);
     let progress = progress_bar(config.progress, plan.weights.len(), "weights");
     let mut offset = 0;
     for chunk in memory_bounded_chunks(&plan.weights) {
-        let fits = fit_chunk(graph, plan, (offset, chunk), config, stats);
+        let fits = fit_chunk(graph, plan, (offset, chunk), config, measured);
         for (k, fit) in fits.into_iter().enumerate() {
             progress.inc(1);
             let (values, fit) = fit?;
@@ -86,8 +98,9 @@ fn fit_chunk(
     plan: &Plan,
     (offset, chunk): (usize, &[WeightPlan]),
     config: &Config,
-    stats: Option<&Stats>,
+    measured: Option<Measured>,
 ) -> Vec<Result<ReadAndFit>> {
+    let stats = measured.map(|m| m.stats);
     let shared = |i: usize| {
         let group = plan.groups.iter().find(|g| g.members.contains(&i))?;
         Some(group.codebooks.as_slice())
@@ -98,6 +111,9 @@ fn fit_chunk(
         .map(|(k, w)| {
             let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())
                 .map_err(|e| Error::stage("read", w.name(), &graph.label(w.first().node), e))?;
+            if let Some(fit) = measured.and_then(|m| m.fits.get(w.name(), w.setting)) {
+                return Ok((values, Ok(fit)));
+            }
             let hessian = stats
                 .filter(|_| config.compensate)
                 .and_then(|s| weight_hessian(w, s));
@@ -106,7 +122,7 @@ fn fit_chunk(
                 rounds: ROUNDS,
             });
             let fit = fit_values(w, &values, config, shared(offset + k), compensation);
-            Ok((values, fit))
+            Ok((values, fit.map(Arc::new)))
         })
         .collect()
 }
@@ -145,7 +161,7 @@ impl<'g, 'm> Emission<'g, 'm> {
         &mut self,
         i: usize,
         values: &[f64],
-        fit: Result<Fit, SkipReason>,
+        fit: Result<Arc<Fit>, SkipReason>,
         config: &Config,
         stats: Option<&Stats>,
     ) {
@@ -226,7 +242,7 @@ fn group_report(plan: &Plan, g: usize, subgraph: &Subgraph) -> GroupReport {
 }
 
 /// A weight's values and its fit, or why it cannot be fitted.
-type ReadAndFit = (Vec<f64>, Result<Fit, SkipReason>);
+type ReadAndFit = (Vec<f64>, Result<Arc<Fit>, SkipReason>);
 
 /// The value each tie's readers read: the decoded weight, or for a transposed tie a
 /// Transpose of it (appended to the subgraph).

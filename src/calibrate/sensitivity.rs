@@ -98,7 +98,9 @@ pub fn measure(
     let mut curves = Vec::new();
     let mut kept = Fits::default();
     let trials: usize = (probe.weights.iter())
-        .map(|p| weights[p.plan_index].elements() * candidate_settings(&weights[p.plan_index]).len())
+        .map(|p| {
+            weights[p.plan_index].elements() * candidate_settings(&weights[p.plan_index]).len()
+        })
         .sum();
     let keep = !config.compensate && trials <= MAX_KEPT_FIT_BYTES;
     for (i, probed) in probe.weights.iter().enumerate() {

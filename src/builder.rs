@@ -62,6 +62,14 @@ pub fn attr_float(name: &str, value: f32) -> AttributeProto {
     }
 }
 
+/// A float-list attribute.
+pub fn attr_floats(name: &str, values: &[f32]) -> AttributeProto {
+    AttributeProto {
+        floats: values.to_vec(),
+        ..attribute(name, AttributeType::Floats)
+    }
+}
+
 /// A tensor attribute.
 pub fn attr_tensor(name: &str, value: TensorProto) -> AttributeProto {
     AttributeProto {
@@ -135,6 +143,7 @@ pub fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
 #[derive(Debug, Default)]
 pub struct ModelBuilder {
     opset: i64,
+    imports: Vec<(String, i64)>,
     graph: GraphProto,
 }
 
@@ -143,8 +152,15 @@ impl ModelBuilder {
     pub fn new(opset: i64) -> Self {
         ModelBuilder {
             opset,
+            imports: Vec::new(),
             graph: GraphProto::default(),
         }
+    }
+
+    /// Also imports version `version` of `domain`.
+    pub fn import(&mut self, domain: &str, version: i64) -> &mut Self {
+        self.imports.push((domain.to_string(), version));
+        self
     }
 
     /// Declares a graph input.
@@ -232,10 +248,13 @@ impl ModelBuilder {
         ModelProto {
             ir_version: Some(8),
             producer_name: Some("sora-onnx builder".into()),
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(self.opset),
-            }],
+            opset_import: std::iter::once((String::new(), self.opset))
+                .chain(self.imports.iter().cloned())
+                .map(|(domain, version)| OperatorSetIdProto {
+                    domain: Some(domain),
+                    version: Some(version),
+                })
+                .collect(),
             graph: Some(self.build_graph("main")),
             ..Default::default()
         }

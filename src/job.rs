@@ -15,7 +15,7 @@ use crate::graph::Graph;
 use crate::inputs::{SampleSource, Samples};
 use crate::onnx::proto::ModelProto;
 use crate::plan::Plan;
-use crate::prove::{EXTERNAL_LIMIT, ProofConfig, Validation, load_for_proof, validate};
+use crate::prove::{EXTERNAL_LIMIT, ProofConfig, Validation, Verdict, load_for_proof, validate};
 use crate::rewrite::{Rewritten, rewrite, rewrite_plan};
 use crate::sweep::{SweepRow, sweep};
 
@@ -78,9 +78,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Whether the proof, if it ran, met its bound.
-    pub fn passed(&self) -> bool {
-        (self.rewritten.report.validation.as_ref()).is_none_or(|v| v.passed)
+    /// What the proof established, if it ran.
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.rewritten.report.validation.as_ref().map(|v| v.verdict)
     }
 }
 
@@ -241,11 +241,17 @@ pub fn smallest_passing(
         proofs += 1;
         let out = rewrite_to_bits(graph, plan, config, calibrated, bits)?;
         let validation = validate(graph.model, &out.model, proof)?;
+        if validation.verdict == Verdict::Unproven {
+            return Err(Error::Config(format!(
+                "--auto needs the proof to run, and it could not: {}",
+                validation.reason.as_deref().unwrap_or("no reason given")
+            )));
+        }
         Ok((out, validation))
     };
     let (mut lo, mut hi) = (0, steps.len() - 1);
     let mut best = try_bits(steps[hi])?;
-    if !best.1.passed {
+    if best.1.verdict != Verdict::Proved {
         return Err(Error::Config(format!(
             "--auto: even 8 bits per weight misses --max-rel-error {bound}"
         )));
@@ -254,7 +260,7 @@ pub fn smallest_passing(
     while lo < hi {
         let mid = (lo + hi) / 2;
         let attempt = try_bits(steps[mid])?;
-        if attempt.1.passed {
+        if attempt.1.verdict == Verdict::Proved {
             hi = mid;
             best = attempt;
         } else {

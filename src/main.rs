@@ -1,6 +1,9 @@
 //! The `sora-onnx` command line: parsing and printing over the library's jobs.
 //!
-//! Exit codes: 0 success, 1 the proof missed `--max-rel-error`, 2 bad input or usage.
+//! Exit codes: 0 success; 1 the proof failed (missed `--max-rel-error`, or outputs
+//! that do not match), nothing written unless `--force`; 2 bad input or usage, nothing
+//! written; 3 written (or compared) but unproven: tract could not run the models
+//! within the time budget, and a bound was asked (`validate`: always).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,9 +15,9 @@ use sora_onnx::inputs::SampleSource;
 use sora_onnx::job::{Note, RewriteJob, run_rewrite, run_sweep};
 use sora_onnx::onnx::external::model_dir;
 use sora_onnx::onnx::proto::ModelProto;
-use sora_onnx::onnx::{DataPlacement, load_model, save_model_with_data, write_atomic};
+use sora_onnx::onnx::{DataPlacement, load_model, same_file, save_model_with_data, write_atomic};
 use sora_onnx::options::{CalibrationOptions, ParticleOptions, ProofOptions};
-use sora_onnx::prove::{EXTERNAL_LIMIT, load_for_proof};
+use sora_onnx::prove::{EXTERNAL_LIMIT, Verdict, load_for_proof};
 
 /// Like `print!`, but a closed stdout (`sora-onnx inspect m.onnx | head`) is not an
 /// error: the output is simply dropped.
@@ -180,20 +183,6 @@ fn load(path: &Path) -> Result<ModelProto> {
     })
 }
 
-/// Whether `a` and `b` name the same file (`b` need not exist).
-fn same_file(a: &Path, b: &Path) -> bool {
-    let canonical = |p: &Path| -> Option<PathBuf> {
-        p.canonicalize().ok().or_else(|| {
-            let dir = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            Some(dir.canonicalize().ok()?.join(p.file_name()?))
-        })
-    };
-    canonical(a).is_some_and(|a| Some(a) == canonical(b))
-}
-
 /// Prints `notes`: status lines on stdout, advice on stderr; nothing when `quiet`.
 fn print_notes(notes: &[Note], quiet: bool) {
     for note in notes.iter().filter(|_| !quiet) {
@@ -229,7 +218,7 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
     let context = || args.input.display().to_string();
     let outcome = run_rewrite(&model, &job).with_context(context)?;
     print_notes(&outcome.notes, args.quiet);
-    let passed = outcome.passed();
+    let verdict = outcome.verdict();
     let report = &outcome.rewritten.report;
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(report)? + "\n";
@@ -241,12 +230,15 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
             say!("{}", report.details());
         }
     }
-    if !passed && !args.force {
-        eprintln!(
-            "error: an output's relative L2 error exceeds --max-rel-error {}; {} not written",
-            args.proof.max_rel_error.unwrap_or_default(),
-            args.output.display()
-        );
+    if verdict == Some(Verdict::Failed) && !args.force {
+        let why = match (&report.validation, args.proof.max_rel_error) {
+            (Some(v), _) if v.reason.is_some() => v.reason.clone().unwrap_or_default(),
+            (_, bound) => format!(
+                "an output's relative L2 error exceeds --max-rel-error {}",
+                bound.unwrap_or_default()
+            ),
+        };
+        eprintln!("error: {why}; {} not written", args.output.display());
         return Ok(ExitCode::from(1));
     }
     let placement = if args.external_data {
@@ -259,10 +251,16 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
     if !args.quiet {
         sayln!("wrote {}", args.output.display());
     }
-    Ok(if passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(match verdict {
+        Some(Verdict::Failed) => ExitCode::from(1),
+        Some(Verdict::Unproven) if args.proof.max_rel_error.is_some() => {
+            eprintln!(
+                "warning: {} is written but unproven, although --max-rel-error was asked",
+                args.output.display()
+            );
+            ExitCode::from(3)
+        }
+        _ => ExitCode::SUCCESS,
     })
 }
 
@@ -332,12 +330,12 @@ fn validate(args: ValidateArgs) -> Result<ExitCode> {
     if args.json {
         sayln!("{}", serde_json::to_string_pretty(&proof)?);
     } else {
+        sayln!("{}", proof.headline());
         say!("{}", proof.table());
-        sayln!("{}", if proof.passed { "passed" } else { "FAILED" });
     }
-    Ok(if proof.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(match proof.verdict {
+        Verdict::Failed => 1,
+        Verdict::Unproven => 3,
+        Verdict::Proved | Verdict::Measured => 0,
+    }))
 }

@@ -4,6 +4,7 @@
 //! checks cannot drift apart.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -14,7 +15,7 @@ use crate::inputs::SampleSource;
 use crate::job::{Note, Target, Tuning};
 use crate::onnx::external::model_dir;
 use crate::particles::CodebookFit;
-use crate::prove::ProofConfig;
+use crate::prove::{DEFAULT_BUDGET, ProofConfig};
 use crate::rules::{Select, Selection, default_ops};
 
 /// How weights are selected and decomposed.
@@ -155,6 +156,10 @@ pub struct ProofOptions {
     /// Fail (exit 1, nothing written) if any output's relative L2 error exceeds E.
     #[arg(long, value_name = "E")]
     pub max_rel_error: Option<f64>,
+    /// Wall time the proof may take, loading included: samples stop before it would
+    /// pass, and a proof that cannot run one sample in it is unproven.
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_BUDGET.as_secs_f64())]
+    pub proof_seconds: f64,
 }
 
 fn parse_dim(s: &str) -> Result<(String, usize), String> {
@@ -260,6 +265,7 @@ impl ProofOptions {
             samples: self.samples,
             max_rel_error: self.max_rel_error,
             inputs: None,
+            budget: Duration::from_secs_f64(self.proof_seconds.clamp(0.0, 1e9)),
         }
     }
 }

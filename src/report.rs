@@ -136,8 +136,7 @@ impl Report {
             mib(self.output_bytes)
         );
         if let Some(v) = &self.validation {
-            let verdict = if v.passed { "passed" } else { "FAILED" };
-            let _ = writeln!(s, "proof in tract ({} samples): {verdict}", v.samples);
+            let _ = writeln!(s, "{}", v.headline());
             s.push_str(&v.table());
         }
         let _ = writeln!(s, "time: {:.2} s", self.seconds);

@@ -289,23 +289,13 @@ const CASES: &[Case] = &[
         },
         expected: "more than protobuf's 2 GiB limit",
     },
-    Case {
-        name: "absurd_input_shape",
-        setup: |dir, _| {
-            let mut b = ModelBuilder::new(17);
-            b.input_f32("x", &[1 << 22, 64]);
-            b.initializer(float_matrix("w", 64, 64, 1));
-            b.node("MatMul", &["x", "w"], &["y"]);
-            b.output_f32("y");
-            save(dir, &b.build())
-        },
-        expected: "input 'x' would need shape [4194304, 64], over the proof's",
-    },
 ];
 
 #[test]
 fn every_hostile_model_is_refused_with_its_message() {
     assert!(CASES.len() >= 20);
+    // An input too large to feed is the proof's problem, not a refusal: see
+    // absurd_input_shape_is_written_unproven.
     for case in CASES {
         let root = tempfile::tempdir().unwrap();
         let (dir, outside) = (root.path().join("model"), root.path().join("outside"));
@@ -368,4 +358,39 @@ fn hostile_seeds_are_refused_in_process() {
         let err = refused.expect_err(case.name).to_string();
         assert!(err.contains(case.expected), "{}: {err}", case.name);
     }
+}
+
+/// A model whose declared input is too large to feed: the proof cannot run, so the
+/// rewrite is written and marked unproven with the reason (exit 0), or exit 3 when a
+/// bound was asked.
+#[test]
+fn absurd_input_shape_is_written_unproven() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[1 << 22, 64]);
+    b.initializer(float_matrix("w", 64, 64, 1));
+    b.node("MatMul", &["x", "w"], &["y"]);
+    b.output_f32("y");
+    let model = save(dir.path(), &b.build());
+    let out = dir.path().join("out.onnx");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sora-onnx"))
+            .args(["rewrite", model.to_str().unwrap(), out.to_str().unwrap()])
+            .args(["--min-elements", "16"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let result = run(&[]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert_eq!(result.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("unproven: cannot feed the model: invalid model: input 'x' would need shape [4194304, 64], over the proof's"),
+        "{stdout}"
+    );
+    assert!(out.exists());
+    std::fs::remove_file(&out).unwrap();
+    let result = run(&["--max-rel-error", "0.1"]);
+    assert_eq!(result.status.code(), Some(3));
+    assert!(out.exists());
 }

@@ -88,7 +88,7 @@ def run_one(binary, name, spec, flags, out, timeout):
             "report_input_bytes": rep.get("input_bytes"), "output_bytes": rep.get("output_bytes"),
             "bits_per_weight": rep.get("bits_per_weight"), "tensors": len(rep.get("tensors") or []),
             "skipped": len(rep.get("skipped") or []),
-            "proof": None if not val else ("passed" if val.get("passed") else "missed"),
+            "proof": None if not val else (val.get("verdict") or ("passed" if val.get("passed") else "missed")),
             "proof_rel_l2": max((o.get("rel_l2") or 0.0) for o in outs) if outs else None,
             "worst_tensors": sorted(((t.get("sqnr_db"), t["name"], t.get("bits")) for t in rep.get("tensors") or []
                                      if t.get("sqnr_db") is not None), key=lambda x: x[0])[:3],

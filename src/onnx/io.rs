@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use prost::Message;
 
@@ -93,6 +93,20 @@ fn check_tensors(graph: &GraphProto) -> Result<()> {
         .flat_map(|n| &n.attribute)
         .flat_map(|a| a.g.iter().chain(&a.graphs))
         .try_for_each(check_tensors)
+}
+
+/// Whether `a` and `b` name the same file (`b` need not exist).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| -> Option<PathBuf> {
+        p.canonicalize().ok().or_else(|| {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            Some(dir.canonicalize().ok()?.join(p.file_name()?))
+        })
+    };
+    canonical(a).is_some_and(|a| Some(a) == canonical(b))
 }
 
 /// Encodes `model` and writes it to `path` atomically (see [`write_atomic`]).

@@ -17,5 +17,5 @@ pub const OUTPUT_MODE: u32 = 0o644;
 
 pub use io::{
     DataPlacement, PROTOBUF_LIMIT, decode_model, external_bytes, inline_external, load_model,
-    save_model, save_model_with_data, visit_tensors, write_atomic,
+    same_file, save_model, save_model_with_data, visit_tensors, write_atomic,
 };

@@ -163,8 +163,23 @@ pub struct Compensation<'a> {
     pub rounds: usize,
 }
 
+/// Why the planned weight `w` with these `values` cannot be fitted under `config`, if
+/// a check short of fitting tells: values that are not finite, or inputs that vectors
+/// of `--dim` do not divide. (Lossless storage is decided by fitting.)
+pub fn check(w: &WeightPlan, values: &[f64], config: &Config) -> Result<(), SkipReason> {
+    let name = || w.name().to_string();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(SkipReason::NonFinite(name()));
+    }
+    let inputs = matrix(w, values).channels_and_inputs().1;
+    if (config.uses_subspaces() || config.uses_vectors()) && !inputs.is_multiple_of(config.dim) {
+        return Err(SkipReason::NotDivisible(name(), inputs, config.dim));
+    }
+    Ok(())
+}
+
 /// Decomposes one planned weight whose `values` were read, at its setting, or says why
-/// it cannot be. With `shared`, the weight is indexed into those codebooks (fitted
+/// it cannot be (see [`check`]). With `shared`, the weight is indexed into those codebooks (fitted
 /// jointly with other weights under `--share alike`) instead of codebooks of its own.
 /// With a `compensation` over the weight's inputs, scalar codebooks are fitted by
 /// error-compensating rounding instead of nearest particles.
@@ -175,26 +190,15 @@ pub fn fit_values(
     shared: Option<&[Vec<f64>]>,
     compensation: Option<Compensation>,
 ) -> Result<Fit, SkipReason> {
+    check(w, values, config)?;
     let patch = w.first();
-    let name = patch.weight.name.to_string();
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(SkipReason::NonFinite(name));
-    }
     let matrix = matrix(w, values);
     let setting = w.setting;
     let mut codebook_fit = CodebookFit::Exact;
     let (particles, granularity, bits) = if config.uses_subspaces() {
-        let inputs = matrix.channels_and_inputs().1;
-        if !inputs.is_multiple_of(config.dim) {
-            return Err(SkipReason::NotDivisible(name, inputs, config.dim));
-        }
         let d = decompose_subspaces(&matrix, config.dim, setting.bits, 0);
         (Particles::Subspace(d), Granularity::Tensor, setting.bits)
     } else if config.uses_vectors() {
-        let inputs = matrix.channels_and_inputs().1;
-        if !inputs.is_multiple_of(config.dim) {
-            return Err(SkipReason::NotDivisible(name, inputs, config.dim));
-        }
         let d = decompose_vectors(&matrix, config.dim, setting.bits, config.stages, 0);
         (Particles::Vector(d), Granularity::Tensor, setting.bits)
     } else if config.lossless {

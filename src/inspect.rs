@@ -7,12 +7,14 @@ use prost::Message;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::fit::{check, fit_values};
 use crate::graph::Graph;
 use crate::onnx::proto::ModelProto;
 use crate::onnx::tensor::FloatType;
+use crate::onnx::tensor::float_values;
 use crate::particles::Matrix;
 use crate::particles::pack::packed_len;
-use crate::plan::{Plan, RelationGraph, Skipped};
+use crate::plan::{Plan, RelationGraph, Skipped, WeightPlan};
 
 /// A weight the rewrite would decompose.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -102,51 +104,28 @@ pub fn relations(model: &ModelProto, config: &Config) -> Result<RelationGraph> {
     Ok(Plan::new(&graph, config)?.relations)
 }
 
-/// Plans the rewrite of `model` under `config` and estimates its size.
+/// Plans the rewrite of `model` under `config` and estimates its size. Weights the fit
+/// stage would refuse (values not finite, inputs `--dim` does not divide, not lossless
+/// under `--lossless`) are skipped with the reason, as `rewrite` skips them.
 pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
     let graph = Graph::new(model)?;
     let plan = Plan::new(&graph, config)?;
-    let candidates: Vec<Candidate> = plan
-        .weights
-        .iter()
-        .map(|w| {
-            let p = w.first();
-            let [rows, cols] = p.shape;
-            let matrix = Matrix {
-                values: &[],
-                rows,
-                cols,
-                channel_axis: p.channel_axis,
-            };
-            let bits = w.setting.bits;
-            let codebooks = matrix.codebooks(w.setting.granularity);
-            let particle_size = config
-                .codebook_type
-                .resolve(p.float_type, &[], false)
-                .size();
-            Candidate {
-                name: p.weight.name.to_string(),
-                nodes: w.patches.iter().map(|q| graph.label(q.node)).collect(),
-                tied: w.ties.iter().map(|t| t.weight.name.to_string()).collect(),
-                bits,
-                shape: p.shape,
-                dtype: p.float_type,
-                elements: rows * cols,
-                bytes_before: p.weight.tensor.encoded_len()
-                    + w.ties
-                        .iter()
-                        .map(|t| t.weight.tensor.encoded_len())
-                        .sum::<usize>(),
-                estimated_bytes_after: if config.uses_vectors() {
-                    let (stages, dim) = (config.stages, config.dim);
-                    stages
-                        * (packed_len(rows * cols / dim, bits) + (1 << bits) * dim * particle_size)
-                } else {
-                    packed_len(rows * cols, bits) + codebooks * (1 << bits) * particle_size
-                },
-            }
-        })
-        .collect();
+    let mut skipped = plan.skipped.clone();
+    let mut candidates = Vec::new();
+    for w in &plan.weights {
+        let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
+        let fits = check(w, &values, config).and_then(|()| match config.lossless {
+            true => fit_values(w, &values, config, None, None).map(|_| ()),
+            false => Ok(()),
+        });
+        match fits {
+            Ok(()) => candidates.push(candidate(&graph, w, config)),
+            Err(reason) => skipped.extend(w.readers().map(|p| Skipped {
+                node: graph.label(p.node),
+                reason: reason.clone(),
+            })),
+        }
+    }
     let model_bytes = model.encoded_len();
     let saved: usize = candidates
         .iter()
@@ -157,6 +136,44 @@ pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
         opset: graph.opset,
         estimated_model_bytes: model_bytes - saved,
         candidates,
-        skipped: plan.skipped,
+        skipped,
     })
+}
+
+/// What inspect shows of the planned weight `w`.
+fn candidate(graph: &Graph, w: &WeightPlan, config: &Config) -> Candidate {
+    let p = w.first();
+    let [rows, cols] = p.shape;
+    let matrix = Matrix {
+        values: &[],
+        rows,
+        cols,
+        channel_axis: p.channel_axis,
+    };
+    let bits = w.setting.bits;
+    let codebooks = matrix.codebooks(w.setting.granularity);
+    let particle_size = config
+        .codebook_type
+        .resolve(p.float_type, &[], false)
+        .size();
+    Candidate {
+        name: p.weight.name.to_string(),
+        nodes: w.patches.iter().map(|q| graph.label(q.node)).collect(),
+        tied: w.ties.iter().map(|t| t.weight.name.to_string()).collect(),
+        bits,
+        shape: p.shape,
+        dtype: p.float_type,
+        elements: rows * cols,
+        bytes_before: p.weight.tensor.encoded_len()
+            + w.ties
+                .iter()
+                .map(|t| t.weight.tensor.encoded_len())
+                .sum::<usize>(),
+        estimated_bytes_after: if config.uses_vectors() {
+            let (stages, dim) = (config.stages, config.dim);
+            stages * (packed_len(rows * cols / dim, bits) + (1 << bits) * dim * particle_size)
+        } else {
+            packed_len(rows * cols, bits) + codebooks * (1 << bits) * particle_size
+        },
+    }
 }

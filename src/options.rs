@@ -21,9 +21,10 @@ use crate::rules::{Select, Selection, default_ops};
 /// How weights are selected and decomposed.
 #[derive(Args, Clone, Debug)]
 pub struct ParticleOptions {
-    /// Bits per particle index: codebooks of 2^bits particles (1..=8).
-    #[arg(long, default_value_t = 4)]
-    pub bits: u32,
+    /// Bits per particle index: codebooks of 2^bits particles (1..=8; default 4).
+    /// With --lossless, the most bits a lossless codebook may take (default 8).
+    #[arg(long)]
+    pub bits: Option<u32>,
     /// Codebook granularity: tensor, channel (one per output channel), block:G (one
     /// per G consecutive inputs of a channel), or auto: per channel unless its
     /// codebooks would take more than half the bytes of the weight's indices.
@@ -180,7 +181,7 @@ impl ParticleOptions {
                 min_elements: self.min_elements,
                 names: Selection::new(&self.include, &self.exclude)?,
             },
-            bits: self.bits,
+            bits: self.bits.unwrap_or(if self.lossless { 8 } else { 4 }),
             granularity: self.granularity,
             codebook_type: self.codebook_type,
             lossless: self.lossless,

@@ -477,3 +477,91 @@ fn compensation_refuses_an_h_too_large_before_allocating_it() {
     // Without --compensate only the means are gathered.
     assert!(sora(&args).status.success());
 }
+
+/// Rewrites `model` saved in a fresh folder with `flags`; returns the run, the input
+/// and output paths (kept alive by the folder).
+fn rewrite_built(
+    model: &sora_onnx::onnx::proto::ModelProto,
+    flags: &[&str],
+) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, model.encode_to_vec()).unwrap();
+    let args = ["rewrite", path(&input), path(&output)];
+    let out = sora(&[&args[..], flags].concat());
+    (out, dir)
+}
+
+#[test]
+fn a_model_of_other_domains_only_is_copied_with_exit_0() {
+    // Like scikit-learn exports: ai.onnx.ml ops only, no default-domain import.
+    let mut b = ModelBuilder::new(17);
+    b.import("ai.onnx.ml", 1);
+    b.input_f32("x", &[3, 4]);
+    let n = b.node("Normalizer", &["x"], &["y"]);
+    n.domain = Some("ai.onnx.ml".into());
+    b.output_f32("y");
+    let mut model = b.build();
+    model.opset_import.retain(|o| o.domain() == "ai.onnx.ml");
+    let (out, dir) = rewrite_built(&model, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nothing to rewrite"));
+    let written = std::fs::read(dir.path().join("out.onnx")).unwrap();
+    assert_eq!(written, model.encode_to_vec());
+    // A default-domain node without the import is still refused.
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[3, 4]);
+    b.node("Relu", &["x"], &["y"]);
+    b.output_f32("y");
+    let mut model = b.build();
+    model.opset_import.clear();
+    let (out, _dir) = rewrite_built(&model, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line_error(&out).contains(
+        "node 'Relu_0' is in the default domain, but the model imports no version of the default ONNX domain"
+    ));
+}
+
+/// `y = MatMul(x, w)` with a 64 x 64 weight of `distinct` values (and NaN at [0, 0]
+/// when `nan`).
+fn few_valued(distinct: usize, nan: bool) -> sora_onnx::onnx::proto::ModelProto {
+    use sora_onnx::onnx::tensor::{FloatType, float_tensor};
+    let mut values: Vec<f64> = (0..64 * 64).map(|i| (i % distinct) as f64 / 7.0).collect();
+    if nan {
+        values[0] = f64::NAN;
+    }
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 64]);
+    b.initializer(float_tensor("w", &[64, 64], FloatType::F32, &values));
+    b.node("MatMul", &["x", "w"], &["y"]);
+    b.output_f32("y");
+    b.build()
+}
+
+#[test]
+fn lossless_alone_searches_up_to_8_bits() {
+    // 200 distinct values need 8 bits: --lossless alone finds them, --bits 4 cannot.
+    let model = few_valued(200, false);
+    let (out, dir) = rewrite_built(&model, &["--lossless", "--report", "r.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("rewrote 1 weight tensors"));
+    assert!(text(&out.stdout).contains("max_abs 0.000e0"), "{}", text(&out.stdout));
+    drop(dir);
+    let (out, _dir) = rewrite_built(&model, &["--lossless", "--bits", "4"]);
+    assert!(text(&out.stdout).contains("nothing to rewrite"));
+}
+
+#[test]
+fn inspect_shows_the_skips_of_the_fit_stage_as_rewrite_does() {
+    let model = few_valued(16, true);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    std::fs::write(&input, model.encode_to_vec()).unwrap();
+    let out = sora(&["inspect", path(&input), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 0);
+    let reason = "weight 'w' holds NaN or infinite values";
+    assert_eq!(v["skipped"][0]["reason"], reason);
+    let (out, _dir) = rewrite_built(&model, &["--report", "r.json"]);
+    assert!(text(&out.stdout).contains("nothing to rewrite"));
+}

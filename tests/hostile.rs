@@ -117,6 +117,15 @@ const CASES: &[Case] = &[
         expected: "imports no version of the default ONNX domain",
     },
     Case {
+        name: "unknown_data_type",
+        setup: |dir, _| {
+            let mut w = float_matrix("w", 64, 64, 1);
+            w.data_type = Some(9999);
+            save(dir, &matmul_with(w))
+        },
+        expected: "tensor 'w': data type 9999 is not an ONNX data type",
+    },
+    Case {
         name: "cycle",
         setup: |dir, _| {
             let mut b = ModelBuilder::new(17);

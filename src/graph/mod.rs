@@ -114,15 +114,22 @@ pub struct Graph<'m> {
     pub model: &'m ModelProto,
     /// Every scope; scope 0 is the main graph, parents come before children.
     pub scopes: Vec<Scope<'m>>,
-    /// Version of the default ONNX domain the model imports.
+    /// Version of the default ONNX domain the model imports; 0 when it imports none
+    /// (then no node is in the default domain, and no rule runs).
     pub opset: i64,
     /// Readers of every name, with the scope defining the name they read.
     uses: HashMap<&'m str, Vec<(usize, Use)>>,
 }
 
+/// Whether `domain` names the default ONNX domain.
+pub fn is_default(domain: &str) -> bool {
+    matches!(domain, "" | "ai.onnx")
+}
+
 impl<'m> Graph<'m> {
-    /// Indexes `model`. Fails on a model with no default-domain opset, a name read
-    /// before anything defines it, nesting deeper than [`MAX_DEPTH`], or a cycle.
+    /// Indexes `model`. Fails on a default-domain node in a model that imports no
+    /// version of the default domain, a name read before anything defines it, nesting
+    /// deeper than [`MAX_DEPTH`], or a cycle.
     pub fn new(model: &'m ModelProto) -> Result<Self> {
         let main = model
             .graph
@@ -132,10 +139,7 @@ impl<'m> Graph<'m> {
             .opset_import
             .iter()
             .find(|o| matches!(o.domain(), "" | "ai.onnx"))
-            .map(|o| o.version())
-            .ok_or_else(|| {
-                Error::invalid("the model imports no version of the default ONNX domain")
-            })?;
+            .map_or(0, |o| o.version());
         let mut graph = Graph {
             model,
             scopes: Vec::new(),
@@ -143,6 +147,15 @@ impl<'m> Graph<'m> {
             uses: HashMap::new(),
         };
         graph.add_scope(main, Vec::new(), None)?;
+        let default_domain = graph
+            .nodes()
+            .find(|&id| is_default(graph.node(id).domain()));
+        if let (0, Some(id)) = (opset, default_domain) {
+            return Err(Error::invalid(format!(
+                "node '{}' is in the default domain, but the model imports no version of the default ONNX domain",
+                graph.label(id)
+            )));
+        }
         let mut flow = DiGraph::<NodeId, ()>::new();
         let mut vertex: HashMap<NodeId, NodeIndex> = HashMap::new();
         for scope in 0..graph.scopes.len() {

@@ -9,6 +9,7 @@ use prost::Message;
 
 use super::OUTPUT_MODE;
 use super::external::{ExternalWriter, external_ref, is_external, read_external};
+use super::proto::tensor_proto::DataType;
 use super::proto::{GraphProto, ModelProto, TensorProto};
 use super::tensor::{element_count, stored_bytes};
 use crate::error::{Error, Result};
@@ -69,6 +70,15 @@ fn check_tensors(graph: &GraphProto) -> Result<()> {
             .flat_map(|a| a.t.iter().chain(&a.tensors)),
     );
     for t in tensors {
+        if matches!(
+            DataType::try_from(t.data_type()),
+            Err(_) | Ok(DataType::Undefined)
+        ) {
+            return Err(Error::tensor(
+                t.name(),
+                format!("data type {} is not an ONNX data type", t.data_type()),
+            ));
+        }
         let count = element_count(t.name(), &t.dims)?;
         let raw = t.raw_data.as_deref().unwrap_or_default();
         if is_external(t) || raw.is_empty() {

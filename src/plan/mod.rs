@@ -15,7 +15,7 @@ pub use relation::{Relation, RelationGraph, WeightNode};
 use crate::config::Config;
 use crate::error::Result;
 use crate::forms::decode::MIN_OPSET;
-use crate::graph::{Constant, ConstantSource, Graph, Use};
+use crate::graph::{Constant, ConstantSource, Graph, Use, is_default};
 use crate::onnx::external::is_external;
 use crate::particles::Granularity;
 use crate::rules::{Match, RULES, SkipReason, WeightPatch};
@@ -161,7 +161,7 @@ fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
     let mut by_weight: HashMap<(usize, ConstantSource), usize> = HashMap::new();
     for id in graph.nodes() {
         let node = graph.node(id);
-        if !matches!(node.domain(), "" | "ai.onnx") {
+        if !is_default(node.domain()) {
             continue;
         }
         let rule = RULES

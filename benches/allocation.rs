@@ -20,6 +20,7 @@ use sora_onnx::inputs::{SampleSource, Samples};
 use sora_onnx::job::smallest_passing;
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::plan::Plan;
+use sora_onnx::prove::Verdict;
 use sora_onnx::rewrite::{Rewritten, rewrite_plan};
 use sora_onnx::rules::Select;
 use sora_onnx::{Config, ProofConfig, validate};
@@ -42,13 +43,14 @@ fn row(label: &str, out: &Rewritten, score: &Score, seconds: f64) {
 /// 8 of them, on `outputs` (empty: the default).
 fn calibrated(model: &ModelProto, config: &Config, npz: &str, outputs: &[&str]) -> Calibrated {
     let source = SampleSource::Npz(fixture(npz));
-    let samples = Samples::load(model, &source, &Default::default(), 0).unwrap();
+    let samples = Samples::load(model, &source, ProofConfig::default().feeding(), 0).unwrap();
     let start = Instant::now();
     let graph = Graph::new(model).unwrap();
     let plan = Plan::new(&graph, config).unwrap();
     let sensitivity = Sensitivity {
         samples: 8,
         outputs: outputs.iter().map(|o| o.to_string()).collect(),
+        ..Sensitivity::default()
     };
     let c = calibrate(&graph, &plan, config, samples, &sensitivity).unwrap();
     println!(
@@ -156,7 +158,7 @@ fn auto(model: &ModelProto, config: &Config, calibrated: &Calibrated, bound: f64
         };
         let out = rewrite_calibrated(model, &c, Some(calibrated));
         let v = validate(model, &out.model, &proof).unwrap();
-        v.passed.then_some((bits, out.report.output_bytes))
+        (v.verdict == Verdict::Proved).then_some((bits, out.report.output_bytes))
     });
     let graph = Graph::new(model).unwrap();
     let plan = Plan::new(&graph, &config).unwrap();

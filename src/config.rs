@@ -55,11 +55,24 @@ pub struct Config {
     /// With calibration statistics, choose indices by error-compensating rounding
     /// (GPTQ-style, with `H = X^T X`) instead of nearest particles.
     pub compensate: bool,
+    /// Without per-weight settings from calibration: choose each weight's bits and
+    /// granularity from its own error (the `guard` module) instead of `bits` and
+    /// `granularity` for all.
+    pub guard: Option<Guard>,
     /// The model's folder, where external data locations resolve; `None` skips
     /// weights stored as external data.
     pub external_dir: Option<PathBuf>,
     /// Draw a progress bar on stderr while weights are fitted.
     pub progress: bool,
+}
+
+/// The SQNR targets of the data-free default (the `guard` module).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Guard {
+    /// The SQNR, in dB, a weight of 2^20 elements aims at (3 dB more per halving).
+    pub target_db: f64,
+    /// The least SQNR, in dB, any weight aims at.
+    pub floor_db: f64,
 }
 
 /// How the LUT form gathers each channel's dot products; both compute the same values.
@@ -150,6 +163,7 @@ impl Default for Config {
             lut_gather: LutGather::Rows,
             bias_correction: false,
             compensate: false,
+            guard: None,
             external_dir: None,
             progress: false,
         }

@@ -30,6 +30,7 @@ pub mod error;
 pub mod fit;
 pub mod forms;
 pub mod graph;
+pub mod guard;
 pub mod inputs;
 pub mod inspect;
 pub mod job;

@@ -12,12 +12,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sora_onnx::inputs::SampleSource;
-use sora_onnx::job::{Note, RewriteJob, run_rewrite, run_sweep};
+use sora_onnx::job::{Note, RewriteJob, run_rewrite, run_sweep, run_validate};
 use sora_onnx::onnx::external::model_dir;
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::{DataPlacement, load_model, same_file, save_model_with_data, write_atomic};
-use sora_onnx::options::{CalibrationOptions, ParticleOptions, ProofOptions};
-use sora_onnx::prove::{EXTERNAL_LIMIT, Verdict, load_for_proof};
+use sora_onnx::options::{CalibrationOptions, InputOptions, ParticleOptions, ProofOptions};
+use sora_onnx::prove::Verdict;
 
 /// Like `print!`, but a closed stdout (`sora-onnx inspect m.onnx | head`) is not an
 /// error: the output is simply dropped.
@@ -72,6 +72,8 @@ struct RewriteArgs {
     calibration: CalibrationOptions,
     #[command(flatten)]
     proof: ProofOptions,
+    #[command(flatten)]
+    inputs: InputOptions,
     /// Skip the proof in tract.
     #[arg(long)]
     no_validate: bool,
@@ -153,6 +155,8 @@ struct ValidateArgs {
     b: PathBuf,
     #[command(flatten)]
     proof: ProofOptions,
+    #[command(flatten)]
+    inputs: InputOptions,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -206,12 +210,14 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
         );
     }
     let mut config = args.particles.config(&args.input, progress(args.quiet))?;
-    let (tuning, notes) = args.calibration.tuning(&mut config)?;
+    let inputs = args.inputs.source();
+    let (tuning, notes) = args.calibration.tuning(&mut config, inputs.is_some())?;
     print_notes(&notes, args.quiet);
     let model = load(&args.input)?;
     let job = RewriteJob {
         config,
         tuning,
+        inputs,
         proof: args.proof.config(),
         prove: !args.no_validate,
     };
@@ -266,7 +272,7 @@ fn rewrite(args: RewriteArgs) -> Result<ExitCode> {
 
 fn sweep(args: SweepArgs) -> Result<ExitCode> {
     let mut config = args.particles.config(&args.input, progress(args.quiet))?;
-    let (tuning, notes) = args.calibration.tuning(&mut config)?;
+    let (tuning, notes) = args.calibration.tuning(&mut config, false)?;
     let Some(tuning) = tuning else {
         bail!("sweep needs --calibration FILE.npz or --calibration-random N");
     };
@@ -317,16 +323,11 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let a = load(&args.a)?;
     let b = load(&args.b)?;
-    let too_big = |path: &Path| {
-        anyhow::anyhow!(
-            "{}: more than {} GiB of external data, more than the proof loads into memory",
-            path.display(),
-            EXTERNAL_LIMIT >> 30
-        )
-    };
-    let a_in_memory = load_for_proof(&a, &model_dir(&args.a))?.ok_or_else(|| too_big(&args.a))?;
-    let b_in_memory = load_for_proof(&b, &model_dir(&args.b))?.ok_or_else(|| too_big(&args.b))?;
-    let proof = sora_onnx::validate(&a_in_memory, &b_in_memory, &args.proof.config())?;
+    let dirs = (model_dir(&args.a), model_dir(&args.b));
+    let (a, b) = ((&a, dirs.0.as_path()), (&b, dirs.1.as_path()));
+    let names = (args.a.display().to_string(), args.b.display().to_string());
+    let proof = run_validate(a, b, &args.proof.config(), args.inputs.source().as_ref())
+        .with_context(|| format!("{} vs {}", names.0, names.1))?;
     if args.json {
         sayln!("{}", serde_json::to_string_pretty(&proof)?);
     } else {

@@ -110,6 +110,8 @@ pub struct TensorReport {
     pub sensitivity: Option<f64>,
     /// This weight's share of the summed sensitivities of all weights.
     pub error_share: Option<f64>,
+    /// The SQNR the data-free default aimed this weight at, in dB.
+    pub target_sqnr_db: Option<f64>,
 }
 
 fn mib(bytes: usize) -> String {

@@ -70,6 +70,7 @@ fn samples(rows: &[[f32; 2]]) -> Samples {
             .iter()
             .map(|r| vec![Tensor::from_shape(&[1, 2], r).unwrap()])
             .collect(),
+        notes: Vec::new(),
     }
 }
 
@@ -290,6 +291,7 @@ fn target_bits_spends_bits_on_the_sensitive_weight() {
     let calibration = Samples {
         names: vec!["x".into()],
         samples: rows,
+        notes: Vec::new(),
     };
     let config = Config {
         select: Select {

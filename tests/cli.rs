@@ -109,6 +109,8 @@ fn fast_fit_is_proved_and_reported() {
             path(&out_path),
             "--fit",
             fit,
+            "--bits",
+            "4",
             "--report",
             path(&report_path),
         ]);
@@ -545,7 +547,11 @@ fn lossless_alone_searches_up_to_8_bits() {
     let (out, dir) = rewrite_built(&model, &["--lossless", "--report", "r.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("rewrote 1 weight tensors"));
-    assert!(text(&out.stdout).contains("max_abs 0.000e0"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("max_abs 0.000e0"),
+        "{}",
+        text(&out.stdout)
+    );
     drop(dir);
     let (out, _dir) = rewrite_built(&model, &["--lossless", "--bits", "4"]);
     assert!(text(&out.stdout).contains("nothing to rewrite"));

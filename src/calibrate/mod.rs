@@ -18,6 +18,7 @@ pub mod probe;
 pub mod sensitivity;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -31,7 +32,7 @@ use crate::stats::Stats;
 use gather::gather_stats;
 use logits::default_compared;
 use probe::Probe;
-use sensitivity::{Curve, measure};
+use sensitivity::{Curve, candidate_settings, measure};
 
 /// What the sensitivity stage measures.
 #[derive(Clone, Debug, Default)]
@@ -41,6 +42,11 @@ pub struct Sensitivity {
     pub samples: usize,
     /// The values compared; empty: [`default_compared`].
     pub outputs: Vec<String>,
+    /// The fewest bits a setting measured may have (1 when 0).
+    pub min_bits: u32,
+    /// Wall time the stage may take, judged from the first pass: fewer samples when
+    /// it would take longer, none when one sample would.
+    pub budget: Option<Duration>,
 }
 
 /// What calibration found.
@@ -56,6 +62,8 @@ pub struct Calibrated {
     pub fits: Fits,
     /// Model runs made.
     pub runs: usize,
+    /// Why sensitivity was measured on fewer samples than asked, or not at all.
+    pub shortened: Option<String>,
     /// The values sensitivity was measured on (see [`default_compared`]).
     pub compared: Vec<String>,
 }
@@ -101,9 +109,26 @@ pub fn calibrate(
         sensitivity.outputs.clone()
     };
     let probe = Probe::new(graph, &plan.weights, &samples, &compared)?;
+    let start = Instant::now();
     let stats = gather_stats(&probe, &samples, config.compensate)?;
     let mut runs = samples.samples.len();
-    let measured = sensitivity.samples.min(samples.samples.len());
+    let asked = sensitivity.samples.min(samples.samples.len());
+    let per_run = start.elapsed().as_secs_f64() / runs.max(1) as f64;
+    let trials: usize = (probe.weights.iter())
+        .map(|p| candidate_settings(&plan.weights[p.plan_index], sensitivity.min_bits).len() + 1)
+        .sum();
+    let affordable = match sensitivity.budget {
+        Some(budget) => (budget.as_secs_f64() / (per_run * trials as f64).max(1e-9)) as usize,
+        None => usize::MAX,
+    };
+    let measured = asked.min(affordable);
+    let shortened = (measured < asked).then(|| {
+        format!(
+            "sensitivity on {measured} of {asked} samples: {trials} runs a sample at {:.3} s a run would pass its {:.0} s budget",
+            per_run,
+            sensitivity.budget.unwrap_or_default().as_secs_f64()
+        )
+    });
     let (curves, fits) = if measured > 0 {
         let progress = progress_bar(
             config.progress,
@@ -115,7 +140,7 @@ pub fn calibrate(
             &plan.weights,
             config,
             &probe,
-            (&samples, measured),
+            (&samples, measured, sensitivity.min_bits),
             Some(&stats),
             &progress,
         )?;
@@ -134,6 +159,7 @@ pub fn calibrate(
         curves,
         fits,
         runs,
+        shortened,
         compared,
     })
 }

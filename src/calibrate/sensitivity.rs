@@ -65,9 +65,10 @@ type Trial = (Setting, usize, Vec<Arc<Tensor>>, Option<Arc<Fit>>);
 /// weight per setting); past it, nothing is kept and the rewrite fits again.
 pub const MAX_KEPT_FIT_BYTES: usize = 1 << 28;
 
-/// The settings measured for a weight: 1..=8 bits per tensor, and per channel when
-/// the weight has more than one channel.
-pub fn candidate_settings(w: &WeightPlan) -> Vec<Setting> {
+/// The settings measured for a weight: `min_bits..=8` bits (from 1) per tensor, and per
+/// channel when the weight has more than one channel.
+pub fn candidate_settings(w: &WeightPlan, min_bits: u32) -> Vec<Setting> {
+    let low = min_bits.clamp(1, 8);
     let p = w.first();
     let channels = p.shape[p.channel_axis];
     let granularities: &[Granularity] = if channels > 1 {
@@ -77,7 +78,7 @@ pub fn candidate_settings(w: &WeightPlan) -> Vec<Setting> {
     };
     granularities
         .iter()
-        .flat_map(|&granularity| (1..=8).map(move |bits| Setting { bits, granularity }))
+        .flat_map(|&granularity| (low..=8).map(move |bits| Setting { bits, granularity }))
         .collect()
 }
 
@@ -91,7 +92,7 @@ pub fn measure(
     weights: &[WeightPlan],
     config: &Config,
     probe: &Probe,
-    (calibration, samples): (&Samples, usize),
+    (calibration, samples, min_bits): (&Samples, usize, u32),
     stats: Option<&Stats>,
     progress: &ProgressBar,
 ) -> Result<(Vec<Curve>, Fits)> {
@@ -99,7 +100,8 @@ pub fn measure(
     let mut kept = Fits::default();
     let trials: usize = (probe.weights.iter())
         .map(|p| {
-            weights[p.plan_index].elements() * candidate_settings(&weights[p.plan_index]).len()
+            let w = &weights[p.plan_index];
+            w.elements() * candidate_settings(w, min_bits).len()
         })
         .sum();
     let keep = !config.compensate && trials <= MAX_KEPT_FIT_BYTES;
@@ -108,7 +110,7 @@ pub fn measure(
         let patch = w.first();
         let values = float_values(patch.weight.tensor, None)?;
         let names = graph.names();
-        let settings = candidate_settings(w);
+        let settings = candidate_settings(w, min_bits);
         let hessian = stats
             .filter(|_| config.compensate)
             .and_then(|s| weight_hessian(w, s));

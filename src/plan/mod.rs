@@ -126,6 +126,28 @@ impl<'m> Plan<'m> {
         plan
     }
 
+    /// This plan without the weights named in `dense`, whose readers are skipped for
+    /// the reason given. (Alike groups, which the data-free default never forms, go.)
+    pub fn without(&self, graph: &Graph<'m>, dense: &[(String, SkipReason)]) -> Self {
+        let mut plan = self.clone();
+        if dense.is_empty() {
+            return plan;
+        }
+        plan.groups.clear();
+        plan.weights.retain(|w| {
+            let Some((_, reason)) = dense.iter().find(|(name, _)| name == w.name()) else {
+                return true;
+            };
+            let readers = w.readers().map(|p| Skipped {
+                node: graph.label(p.node),
+                reason: reason.clone(),
+            });
+            plan.skipped.extend(readers);
+            false
+        });
+        plan
+    }
+
     /// This plan with every weight at `bits`, each granularity resolved for them as
     /// `config` resolves it.
     pub fn with_bits(&self, config: &Config, bits: u32) -> Self {

@@ -22,7 +22,7 @@ use prost::Message;
 pub use metrics::{DIVERGING_AGREEMENT, DIVERGING_REL_L2, OutputMetrics, Sums};
 
 use crate::error::Result;
-use crate::inputs::{InputDims, Samples, input_specs};
+use crate::inputs::{InputDims, InputValues, Samples, input_specs};
 use crate::onnx::proto::ModelProto;
 use crate::onnx::{external_bytes, inline_external};
 use crate::runtime::Level;
@@ -50,6 +50,8 @@ pub fn load_for_proof<'a>(
 pub struct ProofConfig {
     /// Values of symbolic dims, by name; a dim not named here is 1.
     pub input_dims: InputDims,
+    /// Inputs fixed to these values instead of drawn (`--input-value`).
+    pub input_values: InputValues,
     /// Seed of the random inputs.
     pub seed: u64,
     /// How many random input sets to run.
@@ -62,6 +64,13 @@ pub struct ProofConfig {
     pub budget: Duration,
 }
 
+impl ProofConfig {
+    /// How inputs are bound and fixed, for [`Samples::load`].
+    pub fn feeding(&self) -> (&InputDims, &InputValues) {
+        (&self.input_dims, &self.input_values)
+    }
+}
+
 /// The proof's default time budget.
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
 
@@ -69,6 +78,7 @@ impl Default for ProofConfig {
     fn default() -> Self {
         ProofConfig {
             input_dims: InputDims::new(),
+            input_values: InputValues::new(),
             seed: 0,
             samples: 4,
             max_rel_error: None,
@@ -218,7 +228,8 @@ pub fn validate(
                 .map(|s| (s.name.clone(), s.shape.clone()))
                 .collect();
             let planned = config.samples.max(1);
-            (Feeds::Random(specs, config.seed), (facts, shapes), planned)
+            let random = Feeds::Random(specs, config.seed, config.input_values.clone());
+            (random, (facts, shapes), planned)
         }
         (_, Err(e)) => {
             let mut v = outcome(config, Vec::new(), 0, start);

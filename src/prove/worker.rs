@@ -9,7 +9,7 @@ use tract_onnx::prelude::{DatumType, Tensor};
 
 use super::Sums;
 use crate::error::Result;
-use crate::inputs::{InputSpec, Samples};
+use crate::inputs::{InputSpec, InputValues, Samples};
 use crate::rng::Rng;
 use crate::runtime::{Level, Session};
 
@@ -28,7 +28,7 @@ pub(super) enum Progress {
 #[derive(Clone)]
 pub(super) enum Feeds {
     Given(Arc<Samples>),
-    Random(Vec<InputSpec>, u64),
+    Random(Vec<InputSpec>, u64, InputValues),
 }
 
 /// The proof's worker: loads both models, runs the `planned` samples (fewer if the
@@ -57,7 +57,7 @@ pub(super) fn worker(
     }
     let mut sums = vec![Sums::default(); outputs];
     let mut rng = match &feeds {
-        Feeds::Random(_, seed) => Rng::new(*seed),
+        Feeds::Random(_, seed, _) => Rng::new(*seed),
         Feeds::Given(_) => Rng::new(0),
     };
     let first = Instant::now();
@@ -73,7 +73,10 @@ pub(super) fn worker(
         }
         let feed: Result<Vec<Tensor>> = match &feeds {
             Feeds::Given(samples) => Ok(samples.samples[s].clone()),
-            Feeds::Random(specs, _) => specs.iter().map(|spec| spec.sample(&mut rng)).collect(),
+            Feeds::Random(specs, _, values) => specs
+                .iter()
+                .map(|spec| spec.draw(&mut rng, values))
+                .collect(),
         };
         let feed = match feed {
             Ok(feed) => feed,

@@ -86,6 +86,7 @@ pub(super) fn tensor_report(
         bias_corrected: fixes.len(),
         sensitivity: None,
         error_share: None,
+        target_sqnr_db: None,
     }
 }
 

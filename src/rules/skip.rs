@@ -37,6 +37,9 @@ pub enum SkipReason {
     OpsetTooOld(i64, i64),
     /// An attribute value the rule does not handle.
     Unsupported(String),
+    /// No setting the data-free default allows stores the weight in half its bytes:
+    /// (weight, least bytes, the weight's bytes).
+    TooCostly(String, usize, usize),
 }
 
 impl fmt::Display for SkipReason {
@@ -86,6 +89,10 @@ impl fmt::Display for SkipReason {
                 "the model's opset {opset} is older than {needs}, which the decoding needs"
             ),
             Unsupported(what) => write!(f, "{what}"),
+            TooCostly(w, least, bytes) => write!(
+                f,
+                "weight '{w}' would take at least {least} bytes as particles, not half of its {bytes}: it stays dense"
+            ),
         }
     }
 }

@@ -8,23 +8,50 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+mod inputs;
+
+pub use inputs::InputOptions;
+
 use crate::calibrate::Sensitivity;
-use crate::config::{CodebookType, Config, Form, GranularityChoice, LutGather, Share};
+use crate::config::{CodebookType, Config, Form, GranularityChoice, Guard, LutGather, Share};
 use crate::error::{Error, Result};
 use crate::inputs::SampleSource;
+use crate::inputs::fill::parse_value;
 use crate::job::{Note, Target, Tuning};
 use crate::onnx::external::model_dir;
 use crate::particles::CodebookFit;
 use crate::prove::{DEFAULT_BUDGET, ProofConfig};
 use crate::rules::{Select, Selection, default_ops};
 
+/// The fewest bits the allocator gives a weight when it runs by default on real inputs:
+/// the data-free default's least.
+pub const GUARDED_MIN_BITS: u32 = 4;
+
+/// The time the default allocation on real inputs may spend measuring sensitivity.
+pub const GUARDED_SENSITIVITY_BUDGET: Duration = Duration::from_secs(120);
+
+/// The data-free default's SQNR targets (see [`crate::guard`]).
+pub const DEFAULT_GUARD: Guard = Guard {
+    target_db: 24.0,
+    floor_db: 20.0,
+};
+
 /// How weights are selected and decomposed.
 #[derive(Args, Clone, Debug)]
 pub struct ParticleOptions {
-    /// Bits per particle index: codebooks of 2^bits particles (1..=8; default 4).
-    /// With --lossless, the most bits a lossless codebook may take (default 8).
+    /// Bits per particle index for every weight: codebooks of 2^bits particles
+    /// (1..=8). Without it, each weight gets 4 to 8 bits and its granularity from its
+    /// own error (--target-sqnr, --min-sqnr). With --lossless, the most bits a
+    /// lossless codebook may take (default 8).
     #[arg(long)]
     pub bits: Option<u32>,
+    /// Without --bits: the weight SQNR, in dB, a weight of 2^20 elements aims at;
+    /// smaller weights aim 3 dB higher per halving of their size.
+    #[arg(long, value_name = "DB", default_value_t = DEFAULT_GUARD.target_db)]
+    pub target_sqnr: f64,
+    /// Without --bits: the least weight SQNR, in dB, any weight aims at.
+    #[arg(long, value_name = "DB", default_value_t = DEFAULT_GUARD.floor_db)]
+    pub min_sqnr: f64,
     /// Codebook granularity: tensor, channel (one per output channel), block:G (one
     /// per G consecutive inputs of a channel), or auto: per channel unless its
     /// codebooks would take more than half the bytes of the weight's indices.
@@ -161,6 +188,10 @@ pub struct ProofOptions {
     /// pass, and a proof that cannot run one sample in it is unproven.
     #[arg(long, value_name = "S", default_value_t = DEFAULT_BUDGET.as_secs_f64())]
     pub proof_seconds: f64,
+    /// Feed input NAME these values (one for all its elements, or one per element)
+    /// instead of random or filled ones, e.g. sr=16000 or scales=0,1,0.
+    #[arg(long, value_name = "NAME=V[,V...]", value_parser = parse_value)]
+    pub input_value: Vec<(String, Vec<f64>)>,
 }
 
 fn parse_dim(s: &str) -> Result<(String, usize), String> {
@@ -175,7 +206,7 @@ impl ParticleOptions {
     /// The config for rewriting the model at `input` (its folder holds its external
     /// data), drawing progress bars when `progress`.
     pub fn config(&self, input: &Path, progress: bool) -> Result<Config> {
-        Ok(Config {
+        let mut config = Config {
             select: Select {
                 ops: self.ops.clone(),
                 min_elements: self.min_elements,
@@ -197,15 +228,24 @@ impl ParticleOptions {
             external_dir: Some(model_dir(input)),
             progress,
             ..Config::default()
-        })
+        };
+        if self.bits.is_none() && !config.fits_own_way() {
+            config.guard = Some(Guard {
+                target_db: self.target_sqnr,
+                floor_db: self.min_sqnr,
+            });
+        }
+        Ok(config)
     }
 }
 
 impl CalibrationOptions {
     /// Applies the preset and calibration switches to `config`: the calibration to
-    /// run, or `None` without calibration flags, and a note when a preset draws
-    /// random samples for want of real ones.
-    pub fn tuning(&self, config: &mut Config) -> Result<(Option<Tuning>, Vec<Note>)> {
+    /// run, or `None` without calibration flags or `real` inputs, and a note when a
+    /// preset draws random samples for want of real ones. With real inputs and no
+    /// calibration file, calibration runs on them (a source of `None`); with no other
+    /// flag, as [`Target::Guarded`] (or [`Target::Common`] under `--bits`).
+    pub fn tuning(&self, config: &mut Config, real: bool) -> Result<(Option<Tuning>, Vec<Note>)> {
         let (preset_bits, preset_compensate) = match self.preset {
             Some(Preset::Quality) => (Some(4.0), false),
             Some(Preset::Small) => (Some(3.0), true),
@@ -213,13 +253,14 @@ impl CalibrationOptions {
         };
         let mut notes = Vec::new();
         let source = match (&self.calibration, self.calibration_random) {
-            (Some(path), _) => Some(SampleSource::Npz(path.clone())),
-            (None, Some(n)) => Some(SampleSource::Random(n)),
+            (Some(path), _) => Some(Some(SampleSource::Npz(path.clone()))),
+            (None, Some(n)) => Some(Some(SampleSource::Random(n))),
+            (None, None) if real => Some(None),
             (None, None) if self.preset.is_some() => {
                 notes.push(Note::Advice(
                     "--preset without --calibration: using 16 random samples (--calibration-random 16)".into(),
                 ));
-                Some(SampleSource::Random(16))
+                Some(Some(SampleSource::Random(16)))
             }
             (None, None) => None,
         };
@@ -243,13 +284,17 @@ impl CalibrationOptions {
         let target = match (self.auto, self.target_bits.or(preset_bits)) {
             (true, _) => Target::Auto,
             (false, Some(bits)) => Target::Bits(bits),
+            (false, None) if config.guard.is_some() && source.is_none() => Target::Guarded,
             (false, None) => Target::Common,
         };
+        let guarded = target == Target::Guarded;
         let tuning = Tuning {
             source,
             sensitivity: Sensitivity {
                 samples: self.sensitivity_samples,
                 outputs: self.sensitivity_output.clone(),
+                min_bits: if guarded { GUARDED_MIN_BITS } else { 1 },
+                budget: guarded.then_some(GUARDED_SENSITIVITY_BUDGET),
             },
             target,
         };
@@ -265,6 +310,7 @@ impl ProofOptions {
             seed: self.seed,
             samples: self.samples,
             max_rel_error: self.max_rel_error,
+            input_values: self.input_value.iter().cloned().collect(),
             inputs: None,
             budget: Duration::from_secs_f64(self.proof_seconds.clamp(0.0, 1e9)),
         }

@@ -8,16 +8,25 @@
 //! is drawn inside that table's size along the gathered axis; other integer and bool
 //! inputs are 0 or 1.
 //!
-//! An `.npz` file holds one array per model input, named after it, with one more axis
-//! in front than the input has: `x[s]` is sample `s`.
+//! Real samples come from what users have: an `.npz` of arrays ([`npz`]), a folder of
+//! images ([`images`]), a text and its tokenizer ([`text`]), or WAV files
+//! ([`audio`]); each fills the inputs it does not make itself ([`fill`]).
+
+pub mod audio;
+pub mod fill;
+pub mod images;
+mod npz;
+pub mod text;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use ndarray::ArrayD;
-use ndarray_npy::{NpzReader, ReadableElement};
 use tract_onnx::prelude::*;
+
+pub use audio::AudioInputs;
+pub use fill::InputValues;
+pub use images::{ImageInputs, ImageLayout};
+pub use text::TextInputs;
 
 use crate::error::{Error, Result};
 use crate::graph::{Def, Graph, Use};
@@ -38,12 +47,20 @@ pub const MAX_SAMPLE_FILE_BYTES: u64 = 4 << 30;
 pub type InputDims = HashMap<String, usize>;
 
 /// Where samples come from.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum SampleSource {
     /// An `.npz` file with one array per model input.
     Npz(PathBuf),
     /// This many seeded random samples.
     Random(usize),
+    /// A folder of images.
+    Images(ImageInputs),
+    /// A text and its tokenizer.
+    Text(TextInputs),
+    /// A folder of WAV files.
+    Audio(AudioInputs),
+    /// Samples already loaded.
+    Given(std::sync::Arc<Samples>),
 }
 
 /// Samples, each one value per model input in declaration order.
@@ -53,36 +70,69 @@ pub struct Samples {
     pub names: Vec<String>,
     /// The samples.
     pub samples: Vec<Vec<Tensor>>,
+    /// How inputs the source does not make were filled, for the user to check.
+    pub notes: Vec<String>,
 }
 
 impl Samples {
-    /// Loads or draws samples for `model`; `dims` binds symbolic dims and `seed`
-    /// seeds random samples.
+    /// Samples of the inputs `specs` describe, with `notes` deduplicated.
+    pub fn new(specs: &[InputSpec], samples: Vec<Vec<Tensor>>, mut notes: Vec<String>) -> Self {
+        notes.sort();
+        notes.dedup();
+        Samples {
+            names: specs.iter().map(|s| s.name.clone()).collect(),
+            samples,
+            notes,
+        }
+    }
+
+    /// Loads or draws samples for `model`; `dims` binds symbolic dims, `values` fixes
+    /// inputs, and `seed` seeds random samples.
     pub fn load(
         model: &ModelProto,
         source: &SampleSource,
-        dims: &InputDims,
+        (dims, values): (&InputDims, &InputValues),
         seed: u64,
     ) -> Result<Self> {
-        let specs = input_specs(model, dims)?;
-        let samples = match source {
-            SampleSource::Random(0) => {
-                return Err(Error::Config(
-                    "--calibration-random needs at least one sample".into(),
-                ));
-            }
+        let specs = || input_specs(model, dims);
+        match source {
+            SampleSource::Random(0) => Err(Error::Config(
+                "--calibration-random needs at least one sample".into(),
+            )),
             SampleSource::Random(n) => {
+                let specs = specs()?;
                 let mut rng = Rng::new(seed);
-                (0..*n)
-                    .map(|_| specs.iter().map(|s| s.sample(&mut rng)).collect())
-                    .collect::<Result<_>>()?
+                let samples = (0..*n)
+                    .map(|_| specs.iter().map(|s| s.draw(&mut rng, values)).collect())
+                    .collect::<Result<_>>()?;
+                Ok(Samples::new(&specs, samples, Vec::new()))
             }
-            SampleSource::Npz(path) => read_npz(path, &specs)?,
+            SampleSource::Npz(path) => {
+                let specs = specs()?;
+                let samples = npz::read_npz(path, &specs)?;
+                Ok(Samples::new(&specs, samples, Vec::new()))
+            }
+            SampleSource::Images(opts) => images::load(model, opts, dims, values),
+            SampleSource::Text(opts) => text::load(model, opts, dims, values),
+            SampleSource::Audio(opts) => audio::load(model, opts, dims, values),
+            SampleSource::Given(samples) => Ok(Samples::clone(samples)),
+        }
+    }
+
+    /// These samples split in two: every `k`-th sample (`k`-1, 2k-1, ...) and the
+    /// others; with fewer than `k` samples, both are all of them.
+    pub fn split(&self, k: usize) -> (Samples, Samples) {
+        if self.samples.len() < k.max(2) {
+            return (self.clone(), self.clone());
+        }
+        let part = |held: bool| Samples {
+            samples: (self.samples.iter().enumerate())
+                .filter(|(i, _)| (i % k == k - 1) == held)
+                .map(|(_, s)| s.clone())
+                .collect(),
+            ..self.clone()
         };
-        Ok(Samples {
-            names: specs.iter().map(|s| s.name.clone()).collect(),
-            samples,
-        })
+        (part(true), part(false))
     }
 
     /// Element type and shape of every input, as fed (all samples share them).
@@ -105,11 +155,32 @@ pub struct InputSpec {
     pub shape: Vec<usize>,
     /// The dims the model fixes (`None` for symbolic or missing ones).
     pub declared: Vec<Option<usize>>,
+    /// The name of each symbolic dim (`None` for fixed or unnamed ones).
+    pub symbols: Vec<Option<String>>,
     /// Values are drawn in `0..range` for integer inputs; `None` for floats.
     range: Option<i64>,
 }
 
+/// `dims` with every symbolic dim of `spec` bound to its size in `sizes`.
+pub fn bind(spec: &InputSpec, sizes: &[usize], dims: &InputDims) -> InputDims {
+    let mut dims = dims.clone();
+    for (symbol, &size) in spec.symbols.iter().zip(sizes) {
+        if let Some(symbol) = symbol {
+            dims.insert(symbol.clone(), size);
+        }
+    }
+    dims
+}
+
 impl InputSpec {
+    /// A random value of this input, or the value `values` fixes for it.
+    pub fn draw(&self, rng: &mut Rng, values: &InputValues) -> Result<Tensor> {
+        match values.get(&self.name) {
+            Some(fixed) => fill::constant(self, fixed),
+            None => self.sample(rng),
+        }
+    }
+
     /// One random value of this input.
     pub fn sample(&self, rng: &mut Rng) -> Result<Tensor> {
         let n: usize = self.shape.iter().product();
@@ -149,7 +220,7 @@ pub fn input_specs(model: &ModelProto, dims: &InputDims) -> Result<Vec<InputSpec
         .iter()
         .filter(|i| matches!(graph.resolve(0, i.name()), Some((0, Def::Input))))
         .map(|info| {
-            let (data_type, shape, fixed) = declared(info, dims)?;
+            let (data_type, shape, fixed, symbols) = declared(info, dims)?;
             let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
             if elements.is_none_or(|n| n > MAX_INPUT_ELEMENTS) {
                 return Err(Error::invalid(format!(
@@ -171,17 +242,18 @@ pub fn input_specs(model: &ModelProto, dims: &InputDims) -> Result<Vec<InputSpec
                 datum,
                 shape,
                 declared: fixed,
+                symbols,
                 range,
             })
         })
         .collect()
 }
 
-/// Element type, concrete shape and fixed dims of a declared input.
-fn declared(
-    info: &ValueInfoProto,
-    dims: &InputDims,
-) -> Result<(i32, Vec<usize>, Vec<Option<usize>>)> {
+/// Element type, concrete shape, fixed dims and dim names of a declared input.
+type Declared = (i32, Vec<usize>, Vec<Option<usize>>, Vec<Option<String>>);
+
+/// What `info` declares, symbolic dims bound by `dims`.
+fn declared(info: &ValueInfoProto, dims: &InputDims) -> Result<Declared> {
     let Some(TypeValue::TensorType(t)) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(Error::invalid(format!(
             "input '{}' is not a tensor",
@@ -209,7 +281,15 @@ fn declared(
             _ => 1,
         })
         .collect();
-    Ok((t.elem_type(), shape, fixed))
+    let symbols = declared
+        .iter()
+        .zip(&fixed)
+        .map(|(d, fixed)| match (&d.value, fixed) {
+            (Some(DimValue::DimParam(name)), None) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok((t.elem_type(), shape, fixed, symbols))
 }
 
 /// Size of the table a Gather reads with `input` as its indices, seen directly or
@@ -257,107 +337,4 @@ fn datum_type(data_type: i32) -> Option<DatumType> {
         DataType::Bool => DatumType::Bool,
         _ => return None,
     })
-}
-
-/// Reads one array per input from `path` and splits it into samples along its first
-/// axis, cast to the input's type.
-fn read_npz(path: &Path, specs: &[InputSpec]) -> Result<Vec<Vec<Tensor>>> {
-    let fail = |what: String| Error::Config(format!("{}: {what}", path.display()));
-    let io = |error| Error::Io {
-        path: path.to_path_buf(),
-        error,
-    };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > MAX_SAMPLE_FILE_BYTES {
-        return Err(fail(format!(
-            "{size} bytes, over the {MAX_SAMPLE_FILE_BYTES}-byte limit for calibration data"
-        )));
-    }
-    let mut npz = NpzReader::new(File::open(path).map_err(io)?)
-        .map_err(|e| fail(format!("not an .npz archive: {e}")))?;
-    let stored = npz.names().map_err(|e| fail(e.to_string()))?;
-    let mut columns = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let name = [spec.name.clone(), format!("{}.npy", spec.name)]
-            .into_iter()
-            .find(|n| stored.contains(n))
-            .ok_or_else(|| {
-                fail(format!(
-                    "no array named '{}' (the model input); it has {stored:?}",
-                    spec.name
-                ))
-            })?;
-        let array =
-            read_any(&mut npz, &name).map_err(|e| fail(format!("array '{}': {e}", spec.name)))?;
-        if array.rank() != spec.shape.len() + 1 || array.shape()[0] == 0 {
-            return Err(fail(format!(
-                "array '{}' has shape {:?}; it needs one more axis than the input (rank {}), with at least one sample",
-                spec.name,
-                array.shape(),
-                spec.shape.len()
-            )));
-        }
-        for (axis, (&have, &want)) in array.shape()[1..].iter().zip(&spec.declared).enumerate() {
-            if want.is_some_and(|want| want != have) {
-                return Err(fail(format!(
-                    "array '{}' has {have} on axis {} where the input declares {}",
-                    spec.name,
-                    axis + 1,
-                    want.unwrap_or_default()
-                )));
-            }
-        }
-        let array = array
-            .cast_to_dt(spec.datum)
-            .map_err(|e| {
-                fail(format!(
-                    "array '{}' cannot be cast to {:?}: {e}",
-                    spec.name, spec.datum
-                ))
-            })?
-            .into_owned();
-        columns.push(array);
-    }
-    let count = columns[0].shape()[0];
-    if let Some(c) = columns.iter().position(|c| c.shape()[0] != count) {
-        return Err(fail(format!(
-            "array '{}' has {} samples and '{}' has {count}",
-            specs[c].name,
-            columns[c].shape()[0],
-            specs[0].name
-        )));
-    }
-    (0..count)
-        .map(|s| {
-            columns
-                .iter()
-                .map(|c| {
-                    c.slice(0, s, s + 1)
-                        .and_then(|t| t.into_shape(&c.shape()[1..]))
-                        .map_err(|e| fail(format!("cannot split sample {s}: {e}")))
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Reads array `name` whatever its numeric element type.
-fn read_any(npz: &mut NpzReader<File>, name: &str) -> std::result::Result<Tensor, String> {
-    fn read<T: ReadableElement + Datum>(npz: &mut NpzReader<File>, name: &str) -> Option<Tensor> {
-        npz.by_name::<ndarray::OwnedRepr<T>, ndarray::IxDyn>(name)
-            .ok()
-            .map(|a: ArrayD<T>| a.into_tensor())
-    }
-    read::<f32>(npz, name)
-        .or_else(|| read::<i64>(npz, name))
-        .or_else(|| read::<i32>(npz, name))
-        .or_else(|| read::<f64>(npz, name))
-        .or_else(|| read::<bool>(npz, name))
-        .or_else(|| read::<u8>(npz, name))
-        .or_else(|| read::<i8>(npz, name))
-        .or_else(|| read::<u16>(npz, name))
-        .or_else(|| read::<i16>(npz, name))
-        .or_else(|| read::<u32>(npz, name))
-        .or_else(|| read::<u64>(npz, name))
-        .ok_or_else(|| "not a readable array of a numeric or bool type".to_string())
 }

@@ -5,19 +5,28 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::calibrate::budget::{check_allocatable, rewrite_to_bits};
 use crate::calibrate::{Calibrated, Sensitivity, calibrate};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fit::Fits;
 use crate::graph::Graph;
+use crate::guard::guard;
 use crate::inputs::{SampleSource, Samples};
 use crate::onnx::proto::ModelProto;
 use crate::plan::Plan;
-use crate::prove::{EXTERNAL_LIMIT, ProofConfig, Validation, Verdict, load_for_proof, validate};
-use crate::rewrite::{Rewritten, rewrite, rewrite_plan};
-use crate::sweep::{SweepRow, sweep};
+use crate::prove::{EXTERNAL_LIMIT, ProofConfig, Verdict, load_for_proof, validate};
+use crate::rewrite::{Measured, Rewritten, rewrite_plan};
+use crate::stats::Stats;
+
+mod commands;
+mod search;
+
+pub use commands::{run_sweep, run_validate};
+pub use search::smallest_passing;
 
 /// Salt of the seed random calibration samples are drawn with, so they differ from
 /// the proof's random inputs.
@@ -32,13 +41,18 @@ pub enum Target {
     Bits(f64),
     /// The smallest allocation whose proof meets the proof's `max_rel_error`.
     Auto,
+    /// The default on real inputs: settings allocated from measured sensitivity for the
+    /// size the data-free guard chose (at least 4 bits each, sensitivity within its
+    /// time budget), or the guard's own settings when sensitivity does not fit the
+    /// budget; bias correction either way.
+    Guarded,
 }
 
 /// The calibration a job runs.
 #[derive(Clone, Debug)]
 pub struct Tuning {
-    /// Where the samples come from.
-    pub source: SampleSource,
+    /// Where the samples come from; `None`: the job's real inputs.
+    pub source: Option<SampleSource>,
     /// What the sensitivity stage measures (only for [`Target::Bits`] and
     /// [`Target::Auto`]).
     pub sensitivity: Sensitivity,
@@ -53,6 +67,8 @@ pub struct RewriteJob {
     pub config: Config,
     /// Calibration, if any.
     pub tuning: Option<Tuning>,
+    /// Real inputs: every fourth sample feeds the proof, the others calibration.
+    pub inputs: Option<SampleSource>,
     /// The inputs (symbolic dims, seed) for calibration and the proof, and how to prove.
     pub proof: ProofConfig,
     /// Whether to run the proof.
@@ -100,11 +116,33 @@ fn in_memory<'a>(
     })
 }
 
+/// Samples per held-out proof sample when real inputs are split.
+pub const PROOF_EVERY: usize = 4;
+
 /// Runs `job` on `model` (its external data in `job.config.external_dir`).
 pub fn run_rewrite(model: &ModelProto, job: &RewriteJob) -> Result<Outcome> {
     let mut notes = Vec::new();
+    let mut job = job.clone();
+    if let Some(source) = &job.inputs {
+        let real = Samples::load(model, source, job.proof.feeding(), job.proof.seed)?;
+        notes.extend(real.notes.iter().map(|n| Note::Advice(n.clone())));
+        let (held_out, rest) = real.split(PROOF_EVERY);
+        notes.push(Note::Status(match held_out.samples.len() == real.samples.len() {
+            true => format!("real inputs: {} samples, for calibration and the proof alike (fewer than {PROOF_EVERY})", real.samples.len()),
+            false => format!("real inputs: {} samples, {} for calibration and {} held out for the proof", real.samples.len(), rest.samples.len(), held_out.samples.len()),
+        }));
+        job.proof.inputs = Some(Arc::new(held_out));
+        if let Some(tuning) = job.tuning.as_mut().filter(|t| t.source.is_none()) {
+            tuning.source = Some(SampleSource::Given(Arc::new(rest)));
+        }
+    }
+    let job = &job;
     let mut rewritten = match &job.tuning {
-        None => rewrite(model, &job.config)?,
+        None => {
+            let graph = Graph::new(model)?;
+            let plan = Plan::new(&graph, &job.config)?;
+            guarded(&graph, &plan, &job.config, None)?
+        }
         Some(tuning) => tuned(model, job, tuning, &mut notes)?,
     };
     let report = &mut rewritten.report;
@@ -152,7 +190,18 @@ fn tuned(
     let curves = tuning.target != Target::Common;
     let calibrated = calibrated(&graph, &plan, config, (tuning, curves), proof, notes)?;
     let rewritten = match tuning.target {
-        Target::Common => rewrite_plan(&graph, &plan, config, Some(calibrated.measured()))?,
+        Target::Common => guarded(&graph, &plan, config, Some(&calibrated))?,
+        Target::Guarded if calibrated.curves.is_empty() => {
+            guarded(&graph, &plan, config, Some(&calibrated))?
+        }
+        Target::Guarded => {
+            let size = guarded(&graph, &plan, config, Some(&calibrated))?;
+            let bits = size.report.bits_per_weight;
+            notes.push(Note::Status(format!(
+                "allocated from measured sensitivity for the data-free default's {bits:.2} bits per weight"
+            )));
+            rewrite_to_bits(&graph, &plan, config, &calibrated, bits)?
+        }
         Target::Bits(bits) => rewrite_to_bits(&graph, &plan, config, &calibrated, bits)?,
         Target::Auto => {
             let (mut rewritten, validation, proofs) =
@@ -163,6 +212,40 @@ fn tuned(
         }
     };
     Ok(rewritten)
+}
+
+/// Carries out `plan` at the common setting, or with `config.guard` at the settings
+/// the guard chooses (its fits reused, and each weight's target in the report); with
+/// what calibration measured if given (bias correction, compensation).
+fn guarded(
+    graph: &Graph,
+    plan: &Plan,
+    config: &Config,
+    calibrated: Option<&Calibrated>,
+) -> Result<Rewritten> {
+    let no_stats = Stats::default();
+    let stats = calibrated.map_or(&no_stats, |c| &c.stats);
+    let Some(g) = &config.guard else {
+        let measured = calibrated.map(Calibrated::measured);
+        return rewrite_plan(graph, plan, config, measured);
+    };
+    let guarded = guard(plan, config, g)?;
+    let no_fits = Fits::default();
+    // Compensated fits differ from the guard's nearest-particle fits.
+    let fits = if config.compensate {
+        &no_fits
+    } else {
+        &guarded.fits
+    };
+    let measured = Measured { stats, fits };
+    let plan = plan
+        .with_settings(&guarded.settings)
+        .without(graph, &guarded.skipped);
+    let mut out = rewrite_plan(graph, &plan, config, Some(measured))?;
+    for t in &mut out.report.tensors {
+        t.target_sqnr_db = guarded.targets.get(&t.name).copied();
+    }
+    Ok(out)
 }
 
 /// Loads the samples `tuning` names and calibrates the `plan` on them, measuring
@@ -177,7 +260,10 @@ fn calibrated(
     notes: &mut Vec<Note>,
 ) -> Result<Calibrated> {
     let seed = proof.seed ^ CALIBRATION_SEED;
-    let samples = Samples::load(graph.model, &tuning.source, &proof.input_dims, seed)?;
+    let source = tuning.source.as_ref().ok_or_else(|| {
+        Error::Config("calibration on real inputs needs --images, --text or --audio".into())
+    })?;
+    let samples = Samples::load(graph.model, source, proof.feeding(), seed)?;
     let sensitivity = Sensitivity {
         samples: if curves {
             tuning.sensitivity.samples
@@ -220,79 +306,4 @@ fn calibrated(
         calibrated.curves.len()
     )));
     Ok(calibrated)
-}
-
-/// The smallest allocated model whose proof passes `proof.max_rel_error`: a binary
-/// search over target bits per weight (1 to 8 in steps of 1/8), one rewrite and proof
-/// per step. Returns the model, its proof and the number of proofs run.
-pub fn smallest_passing(
-    graph: &Graph,
-    plan: &Plan,
-    config: &Config,
-    calibrated: &Calibrated,
-    proof: &ProofConfig,
-) -> Result<(Rewritten, Validation, usize)> {
-    let bound = proof
-        .max_rel_error
-        .ok_or_else(|| Error::Config("--auto needs --max-rel-error E, the bound to meet".into()))?;
-    let steps: Vec<f64> = (8..=64).map(|k| k as f64 / 8.0).collect();
-    let mut proofs = 0;
-    let mut try_bits = |bits: f64| -> Result<(Rewritten, Validation)> {
-        proofs += 1;
-        let out = rewrite_to_bits(graph, plan, config, calibrated, bits)?;
-        let validation = validate(graph.model, &out.model, proof)?;
-        if validation.verdict == Verdict::Unproven {
-            return Err(Error::Config(format!(
-                "--auto needs the proof to run, and it could not: {}",
-                validation.reason.as_deref().unwrap_or("no reason given")
-            )));
-        }
-        Ok((out, validation))
-    };
-    let (mut lo, mut hi) = (0, steps.len() - 1);
-    let mut best = try_bits(steps[hi])?;
-    if best.1.verdict != Verdict::Proved {
-        return Err(Error::Config(format!(
-            "--auto: even 8 bits per weight misses --max-rel-error {bound}"
-        )));
-    }
-    // Invariant: steps[hi] passes; steps below lo are not tried (lo may pass).
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        let attempt = try_bits(steps[mid])?;
-        if attempt.1.verdict == Verdict::Proved {
-            hi = mid;
-            best = attempt;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Ok((best.0, best.1, proofs))
-}
-
-/// Output error against size: `model` calibrated as `tuning` says, rewritten at each
-/// of `uniform` bits and each of `targets` bits per weight, each proved with `proof`
-/// (on `eval` samples if given). Returns the rows and the calibration's notes.
-pub fn run_sweep(
-    model: &ModelProto,
-    config: &Config,
-    tuning: &Tuning,
-    proof: &ProofConfig,
-    eval: Option<&SampleSource>,
-    (uniform, targets): (&[u32], &[f64]),
-) -> Result<(Vec<SweepRow>, Vec<Note>)> {
-    check_allocatable(config)?;
-    let model = in_memory(model, config, "calibration")?;
-    let graph = Graph::new(&model)?;
-    let plan = Plan::new(&graph, config)?;
-    let mut notes = Vec::new();
-    let calibrated = calibrated(&graph, &plan, config, (tuning, true), proof, &mut notes)?;
-    let mut proof = proof.clone();
-    if let Some(eval) = eval {
-        let samples = Samples::load(&model, eval, &proof.input_dims, proof.seed)?;
-        proof.inputs = Some(std::sync::Arc::new(samples));
-    }
-    let points = (uniform, targets);
-    let rows = sweep(&graph, &plan, config, &calibrated, points, &proof)?;
-    Ok((rows, notes))
 }

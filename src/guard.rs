@@ -1,0 +1,246 @@
+//! The default without data: every weight gets the cheapest bits and granularity whose
+//! weight SQNR (signal over decomposition noise, in dB) meets a target that grows as
+//! the weight shrinks.
+//!
+//! Without calibration the tool cannot tell which weights the outputs are sensitive
+//! to, so each weight's relative error counts the same. Spending bytes where they buy
+//! the most of that error is then a Lagrangian: a weight of `n` elements should stop
+//! at the relative error where one more bit (`n / 8` bytes) buys less than a fixed
+//! price, which puts its SQNR at `target + 10 log10(2^20 / n)`: 3 dB more for every
+//! halving of its size. Small weights (first and last layers, heads, small convs) get
+//! near-lossless codebooks for few bytes; large ones, which hold the file's bytes, get
+//! the fewest bits that keep at least `floor` dB. The SQNR is the channels' (see
+//! `channel_sqnr_db`): a codebook that serves small channels badly scores badly.
+//! Candidates are 4 to 8 bits per tensor or per channel (or the granularity
+//! `--granularity` fixes) that store the weight in at most half its bytes: the error
+//! of both granularities is measured at 4 bits and extrapolated at 6.02 dB per bit,
+//! the cheapest candidate that meets the target (else the best one) is fitted, and one
+//! more bit is added while the fit misses the target by more than [`TOLERANCE_DB`]. A
+//! weight no candidate stores in half its bytes stays dense. The fits are kept for the
+//! rewrite.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::config::{Config, GranularityChoice, Guard};
+use crate::error::Result;
+use crate::fit::{Fit, Fits, check, fit_values, matrix};
+use crate::onnx::tensor::float_values;
+use crate::particles::Granularity;
+use crate::particles::pack::packed_len;
+use crate::plan::{Plan, Setting, WeightPlan};
+use crate::rules::SkipReason;
+
+/// Elements of the weight that aims at exactly the guard's target.
+pub const REFERENCE_ELEMENTS: f64 = (1u64 << 20) as f64;
+
+/// How far below its target a fitted weight may stay before it gets one more bit.
+pub const TOLERANCE_DB: f64 = 1.0;
+
+/// The bits the guard chooses among.
+const BITS: std::ops::RangeInclusive<u32> = 4..=8;
+
+/// The SQNR a weight of `elements` elements aims at under `guard`.
+pub fn target_db(guard: &Guard, elements: usize) -> f64 {
+    let size = 10.0 * (REFERENCE_ELEMENTS / elements.max(1) as f64).log10();
+    (guard.target_db + size).max(guard.floor_db)
+}
+
+/// The channel SQNR of `fit` for weight `w` with `values`: the mean over output
+/// channels of each channel's noise over its signal, in dB (infinite when lossless).
+/// A codebook shared by channels of very different scales serves the small ones badly;
+/// after a normalisation those errors count in full, so the channels' mean is what
+/// matters, not the tensor's total.
+fn channel_sqnr_db(w: &WeightPlan, values: &[f64], fit: &Fit) -> f64 {
+    let matrix = matrix(w, values);
+    let decoded = fit.decoded(&matrix, w.first().float_type);
+    let (channels, _) = matrix.channels_and_inputs();
+    let mut noise = vec![0.0; channels];
+    let mut signal = vec![0.0; channels];
+    for (pos, (&v, &d)) in values.iter().zip(&decoded).enumerate() {
+        let (row, col) = (pos / matrix.cols, pos % matrix.cols);
+        let c = if matrix.channel_axis == 1 { col } else { row };
+        noise[c] += (v - d) * (v - d);
+        signal[c] += v * v;
+    }
+    let relative: f64 = noise
+        .iter()
+        .zip(&signal)
+        .map(|(&n, &s)| {
+            if n == 0.0 {
+                0.0
+            } else {
+                n / s.max(f64::MIN_POSITIVE)
+            }
+        })
+        .sum();
+    -10.0 * (relative / channels.max(1) as f64).log10()
+}
+
+/// What the guard chose for every weight: settings by weight name, the fits made at
+/// them, each weight's target, and the weights no setting stores in half their bytes.
+pub struct Guarded {
+    /// The chosen settings.
+    pub settings: HashMap<String, Setting>,
+    /// The fits at those settings, for the rewrite to reuse.
+    pub fits: Fits,
+    /// Each weight's target SQNR in dB.
+    pub targets: HashMap<String, f64>,
+    /// Weights left dense, and why.
+    pub skipped: Vec<(String, SkipReason)>,
+}
+
+/// What the guard decided for one weight.
+enum Choice {
+    /// This setting, its fit, and the weight's target.
+    Setting(Setting, Arc<Fit>, f64),
+    /// Leave the weight dense.
+    Skip(SkipReason),
+    /// The fit stage refuses it; the rewrite says why.
+    Refused,
+}
+
+/// Chooses every planned weight's setting under `guard` (see the module doc).
+pub fn guard(plan: &Plan, config: &Config, guard: &Guard) -> Result<Guarded> {
+    let chosen: Vec<Choice> = plan
+        .weights
+        .par_iter()
+        .map(|w| choose(w, config, guard))
+        .collect::<Result<_>>()?;
+    let mut out = Guarded {
+        settings: HashMap::new(),
+        fits: Fits::default(),
+        targets: HashMap::new(),
+        skipped: Vec::new(),
+    };
+    for (w, choice) in plan.weights.iter().zip(chosen) {
+        match choice {
+            Choice::Setting(setting, fit, target) => {
+                out.settings.insert(w.name().to_string(), setting);
+                out.fits.insert(w.name(), setting, fit);
+                out.targets.insert(w.name().to_string(), target);
+            }
+            Choice::Skip(reason) => out.skipped.push((w.name().to_string(), reason)),
+            Choice::Refused => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes a weight's index and codebooks take at `setting`.
+fn setting_bytes(w: &WeightPlan, setting: Setting, particle_size: usize) -> usize {
+    let codebooks = matrix(w, &[]).codebooks(setting.granularity);
+    packed_len(w.elements(), setting.bits) + codebooks * (1 << setting.bits) * particle_size
+}
+
+/// The setting, fit and target of one weight.
+fn choose(w: &WeightPlan, config: &Config, guard: &Guard) -> Result<Choice> {
+    let values = float_values(w.first().weight.tensor, config.external_dir.as_deref())?;
+    if check(w, &values, config).is_err() {
+        return Ok(Choice::Refused);
+    }
+    let target = target_db(guard, w.elements());
+    let fit_at = |setting: Setting| {
+        let at = WeightPlan {
+            setting,
+            ..w.clone()
+        };
+        let fit = fit_values(&at, &values, config, None, None).ok()?;
+        Some((channel_sqnr_db(w, &values, &fit), Arc::new(fit)))
+    };
+    let p = w.first();
+    let granularities: &[Granularity] = match config.granularity {
+        GranularityChoice::Fixed(g) => &[g][..],
+        GranularityChoice::Auto if p.shape[p.channel_axis] > 1 => {
+            &[Granularity::Tensor, Granularity::Channel]
+        }
+        GranularityChoice::Auto => &[Granularity::Tensor],
+    };
+    let particle_size = config
+        .codebook_type
+        .resolve(p.float_type, &[], false)
+        .size();
+    let bytes = |s: Setting| setting_bytes(w, s, particle_size);
+    let cap = w.elements() * p.float_type.size() / 2;
+    let mut probes = Vec::new();
+    for &granularity in granularities {
+        let setting = Setting {
+            bits: *BITS.start(),
+            granularity,
+        };
+        if bytes(setting) > cap {
+            continue;
+        }
+        if let Some((db, fit)) = fit_at(setting) {
+            probes.push((setting, db, fit));
+        }
+    }
+    let candidates = probes.iter().flat_map(|&(probe, db, _)| {
+        BITS.map(move |bits| {
+            let setting = Setting { bits, ..probe };
+            (setting, db + 6.02 * f64::from(bits - probe.bits))
+        })
+    });
+    let affordable = candidates.filter(|&(s, _)| bytes(s) <= cap);
+    let meeting = affordable.clone().filter(|&(_, db)| db >= target);
+    let best = meeting
+        .min_by_key(|&(s, _)| (bytes(s), s.bits))
+        .or_else(|| affordable.max_by(|a, b| a.1.total_cmp(&b.1)));
+    let Some((mut setting, _)) = best else {
+        let least = granularities
+            .iter()
+            .map(|&granularity| {
+                bytes(Setting {
+                    bits: *BITS.start(),
+                    granularity,
+                })
+            })
+            .min()
+            .unwrap_or(0);
+        return Ok(Choice::Skip(SkipReason::TooCostly(
+            w.name().into(),
+            least,
+            2 * cap,
+        )));
+    };
+    let fitted = match probes.iter().find(|(s, _, _)| *s == setting) {
+        Some((_, db, fit)) => Some((*db, fit.clone())),
+        None => fit_at(setting),
+    };
+    let Some((mut db, mut fit)) = fitted else {
+        return Ok(Choice::Refused);
+    };
+    while db < target - TOLERANCE_DB && setting.bits < *BITS.end() {
+        let next = Setting {
+            bits: setting.bits + 1,
+            ..setting
+        };
+        if bytes(next) > cap {
+            break;
+        }
+        let Some((next_db, next_fit)) = fit_at(next) else {
+            break;
+        };
+        (setting, db, fit) = (next, next_db, next_fit);
+    }
+    Ok(Choice::Setting(setting, fit, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_rise_3_db_per_halving_down_to_the_floor() {
+        let guard = Guard {
+            target_db: 24.0,
+            floor_db: 20.0,
+        };
+        assert_eq!(target_db(&guard, 1 << 20), 24.0);
+        assert!((target_db(&guard, 1 << 19) - 27.0103).abs() < 1e-3);
+        assert!((target_db(&guard, 1 << 12) - (24.0 + 80.0 * 2f64.log10())).abs() < 1e-9);
+        assert_eq!(target_db(&guard, 1 << 24), 20.0);
+    }
+}

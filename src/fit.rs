@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Form, GranularityChoice, LutGather};
 use crate::error::Result;
-use crate::forms::{Subgraph, Target, decode, lut, scaled, subspace, vector};
+use crate::forms::{Subgraph, Target, decode, half, lut, scaled, subspace, vector};
 use crate::graph::{Graph, Names};
 use crate::onnx::tensor::FloatType;
 use crate::particles::compensate::Hessian;
@@ -32,6 +32,8 @@ pub enum Particles {
     Scaled(ScaledGrid),
     /// One codebook per subspace of `dim` inputs (`--form lut`, `--subspaces`).
     Subspace(SubspaceDecomposition),
+    /// The weight's own values in half precision (the data-free default's last resort).
+    Half(Vec<f64>),
 }
 
 /// A weight's particles, the settings they were fitted with, and how well they fit.
@@ -66,6 +68,7 @@ impl Fit {
             Particles::Vector(d) => d.decoded(matrix, round),
             Particles::Scaled(g) => g.decoded(matrix, |v| float_type.round(v)),
             Particles::Subspace(d) => d.decoded(matrix, round),
+            Particles::Half(v) => v.iter().map(|&x| round(x)).collect(),
         }
     }
 
@@ -94,6 +97,7 @@ impl Fit {
             Particles::Scalar(d) => decode::emit(&target, d, self.granularity, names, shared_table),
             Particles::Scaled(grid) => scaled::emit(&target, grid, names),
             Particles::Vector(d) => vector::emit(&target, d, names),
+            Particles::Half(values) => half::emit(&target, values, names),
             Particles::Subspace(d) => {
                 let readers: Option<Vec<_>> = w
                     .patches
@@ -153,6 +157,35 @@ pub fn matrix<'a>(w: &WeightPlan, values: &'a [f64]) -> Matrix<'a> {
     }
 }
 
+/// The bits of a weight stored in half precision: a setting of 16 bits means the half
+/// form, not codebooks.
+pub const HALF_BITS: u32 = 16;
+
+/// The planned weight `w` with these `values` stored in half precision, or `None` if a
+/// value is beyond its range (or `w` is half precision already).
+pub fn half(w: &WeightPlan, values: &[f64]) -> Option<Fit> {
+    let float_type = w.first().float_type;
+    let rounded: Vec<f64> = values.iter().map(|&v| FloatType::F16.round(v)).collect();
+    if float_type == FloatType::F16 || rounded.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let sse = values
+        .iter()
+        .zip(&rounded)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
+    Some(Fit {
+        particles: Particles::Half(values.to_vec()),
+        bits: HALF_BITS,
+        granularity: Granularity::Tensor,
+        codebook_type: FloatType::F16,
+        sse,
+        signal: values.iter().map(|v| v * v).sum(),
+        lut: None,
+        codebook_fit: CodebookFit::Exact,
+    })
+}
+
 /// Error-compensating rounding for one weight: its `H = X^T X` (from calibration) and
 /// the most rounds of rounding and refit to run (see [`Hessian::decompose`]).
 #[derive(Clone, Copy)]
@@ -178,8 +211,8 @@ pub fn check(w: &WeightPlan, values: &[f64], config: &Config) -> Result<(), Skip
     Ok(())
 }
 
-/// Decomposes one planned weight whose `values` were read, at its setting, or says why
-/// it cannot be (see [`check`]). With `shared`, the weight is indexed into those codebooks (fitted
+/// Decomposes one planned weight whose `values` were read, at its setting (at
+/// [`HALF_BITS`], stored in half precision), or says why it cannot be (see [`check`]). With `shared`, the weight is indexed into those codebooks (fitted
 /// jointly with other weights under `--share alike`) instead of codebooks of its own.
 /// With a `compensation` over the weight's inputs, scalar codebooks are fitted by
 /// error-compensating rounding instead of nearest particles.
@@ -191,6 +224,9 @@ pub fn fit_values(
     compensation: Option<Compensation>,
 ) -> Result<Fit, SkipReason> {
     check(w, values, config)?;
+    if w.setting.bits == HALF_BITS {
+        return half(w, values).ok_or_else(|| SkipReason::NonFinite(w.name().to_string()));
+    }
     let patch = w.first();
     let matrix = matrix(w, values);
     let setting = w.setting;
@@ -235,6 +271,7 @@ pub fn fit_values(
         Particles::Vector(d) => d.stages.iter().map(|s| s.codebook.clone()).collect(),
         Particles::Scaled(g) => vec![g.grid.clone()],
         Particles::Subspace(d) => vec![d.codebooks.clone()],
+        Particles::Half(v) => vec![v.clone()],
     };
     let codebook_type = config
         .codebook_type
@@ -252,6 +289,7 @@ pub fn fit_values(
         Particles::Vector(d) => squared_error(d.decoded(&matrix, round)),
         Particles::Scaled(g) => squared_error(g.decoded(&matrix, |v| patch.float_type.round(v))),
         Particles::Subspace(d) => squared_error(d.decoded(&matrix, round)),
+        Particles::Half(v) => squared_error(v.iter().map(|&x| round(x)).collect()),
     };
     let signal = values.iter().map(|a| a * a).sum();
     Ok(Fit {

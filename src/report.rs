@@ -58,6 +58,8 @@ pub enum KmeansMethod {
     Lloyd,
     /// `--lossless` found integers times a scale per channel: no k-means needed.
     ScaledGrid,
+    /// No particles: the weight stored in half precision.
+    Half,
 }
 
 /// One rewritten weight.

@@ -3,6 +3,7 @@
 //! index unpacking, reshaping back to the weight's dims.
 
 pub mod decode;
+pub mod half;
 pub mod lut;
 pub mod scaled;
 pub mod subspace;

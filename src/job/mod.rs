@@ -229,7 +229,7 @@ fn guarded(
         let measured = calibrated.map(Calibrated::measured);
         return rewrite_plan(graph, plan, config, measured);
     };
-    let guarded = guard(plan, config, g)?;
+    let guarded = guard(graph, plan, config, g)?;
     let no_fits = Fits::default();
     // Compensated fits differ from the guard's nearest-particle fits.
     let fits = if config.compensate {

@@ -42,6 +42,7 @@ pub(super) fn tensor_report(
         Particles::Vector(d) => (d.stages.len(), d.particles(), 0, d.dim, 0.0),
         Particles::Scaled(g) => (1, g.grid.len(), 0, 1, 0.0),
         Particles::Subspace(d) => (d.subspaces, d.particles, 0, d.dim, 0.0),
+        Particles::Half(_) => (0, 0, 0, 1, 0.0),
     };
     TensorReport {
         name: patch.weight.name.to_string(),
@@ -76,6 +77,7 @@ pub(super) fn tensor_report(
             (Particles::Vector(d), _) if d.dim > 1 => KmeansMethod::Lloyd,
             (Particles::Subspace(d), _) if d.dim > 1 => KmeansMethod::Lloyd,
             (Particles::Scaled(_), _) => KmeansMethod::ScaledGrid,
+            (Particles::Half(_), _) => KmeansMethod::Half,
             (Particles::Scalar(_), _) if fit.codebook_fit == CodebookFit::Lloyd => {
                 KmeansMethod::Lloyd
             }

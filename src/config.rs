@@ -69,8 +69,10 @@ pub struct Config {
 /// The SQNR targets of the data-free default (the `guard` module).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Guard {
-    /// The SQNR, in dB, a weight of 2^20 elements aims at (3 dB more per halving).
+    /// The SQNR, in dB, a weight of 2^20 elements aims at.
     pub target_db: f64,
+    /// How many dB more a weight aims at for every halving of its size.
+    pub slope_db: f64,
     /// The least SQNR, in dB, any weight aims at.
     pub floor_db: f64,
 }

@@ -7,8 +7,9 @@ use prost::Message;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::fit::{check, fit_values};
+use crate::fit::{HALF_BITS, check, fit_values};
 use crate::graph::Graph;
+use crate::guard::guard;
 use crate::onnx::proto::ModelProto;
 use crate::onnx::tensor::FloatType;
 use crate::onnx::tensor::float_values;
@@ -25,8 +26,10 @@ pub struct Candidate {
     pub nodes: Vec<String>,
     /// Identical (or transposed) weights decoded with it.
     pub tied: Vec<String>,
-    /// Bits per index.
+    /// Bits per index (16: stored in half precision).
     pub bits: u32,
+    /// Codebook granularity.
+    pub granularity: crate::particles::Granularity,
     /// Rows and columns.
     pub shape: [usize; 2],
     /// Element type.
@@ -72,11 +75,13 @@ impl Inspection {
             };
             let _ = writeln!(
                 s,
-                "  rewrite {:<40} {:>5}x{:<5} {:?} {:>9} params  {:>9} -> ~{} bytes{tied}",
+                "  rewrite {:<40} {:>5}x{:<5} {:?} {:>2}-bit {:<8} {:>9} params  {:>9} -> ~{} bytes{tied}",
                 c.name,
                 c.shape[0],
                 c.shape[1],
                 c.dtype,
+                c.bits,
+                c.granularity.to_string(),
                 c.elements,
                 c.bytes_before,
                 c.estimated_bytes_after
@@ -104,12 +109,19 @@ pub fn relations(model: &ModelProto, config: &Config) -> Result<RelationGraph> {
     Ok(Plan::new(&graph, config)?.relations)
 }
 
-/// Plans the rewrite of `model` under `config` and estimates its size. Weights the fit
-/// stage would refuse (values not finite, inputs `--dim` does not divide, not lossless
+/// Plans the rewrite of `model` under `config` (with the settings the data-free default
+/// chooses, when `config.guard` is set) and estimates its size. Weights the fit stage
+/// would refuse (values not finite, inputs `--dim` does not divide, not lossless
 /// under `--lossless`) are skipped with the reason, as `rewrite` skips them.
 pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
     let graph = Graph::new(model)?;
-    let plan = Plan::new(&graph, config)?;
+    let mut plan = Plan::new(&graph, config)?;
+    if let Some(g) = &config.guard {
+        let guarded = guard(&graph, &plan, config, g)?;
+        plan = plan
+            .with_settings(&guarded.settings)
+            .without(&graph, &guarded.skipped);
+    }
     let mut skipped = plan.skipped.clone();
     let mut candidates = Vec::new();
     for w in &plan.weights {
@@ -161,6 +173,7 @@ fn candidate(graph: &Graph, w: &WeightPlan, config: &Config) -> Candidate {
         nodes: w.patches.iter().map(|q| graph.label(q.node)).collect(),
         tied: w.ties.iter().map(|t| t.weight.name.to_string()).collect(),
         bits,
+        granularity: w.setting.granularity,
         shape: p.shape,
         dtype: p.float_type,
         elements: rows * cols,
@@ -169,7 +182,9 @@ fn candidate(graph: &Graph, w: &WeightPlan, config: &Config) -> Candidate {
                 .iter()
                 .map(|t| t.weight.tensor.encoded_len())
                 .sum::<usize>(),
-        estimated_bytes_after: if config.uses_vectors() {
+        estimated_bytes_after: if bits == HALF_BITS {
+            rows * cols * 2
+        } else if config.uses_vectors() {
             let (stages, dim) = (config.stages, config.dim);
             stages * (packed_len(rows * cols / dim, bits) + (1 << bits) * dim * particle_size)
         } else {

@@ -30,7 +30,8 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// The proof in tract, if it ran.
     pub validation: Option<Validation>,
-    /// Wall time of the rewrite (and the proof, once it ran), in seconds.
+    /// Wall time of the job (calibration, the data-free choice, the rewrite, and the
+    /// proof once it ran), in seconds.
     pub seconds: f64,
 }
 

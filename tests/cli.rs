@@ -91,7 +91,8 @@ fn rewrite_writes_the_model_and_a_report() {
     }
     let written = std::fs::metadata(&out_path).unwrap().len();
     assert_eq!(report["output_bytes"].as_u64().unwrap(), written);
-    assert!(report["output_bytes"].as_u64().unwrap() * 4 < report["input_bytes"].as_u64().unwrap());
+    // The default stores every rewritten weight in at most half its bytes.
+    assert!(report["output_bytes"].as_u64().unwrap() * 2 < report["input_bytes"].as_u64().unwrap());
     // Only the output was created: the temporary file was renamed.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }

@@ -1,11 +1,12 @@
 //! The data-free default: each weight's setting from its own error. Large weights keep
 //! the floor, small ones aim higher (and fall back to half precision when no codebook
-//! reaches their target in half their bytes), uneven channels get channel codebooks,
-//! heads aim higher, and a weight nothing halves stays dense.
+//! reaches their target in half their bytes), the smallest get half precision, uneven
+//! channels get channel codebooks, heads and stems aim higher, and a weight nothing
+//! halves stays dense.
 
 use sora_onnx::builder::{ModelBuilder, float_matrix, pseudo_random};
 use sora_onnx::config::Config;
-use sora_onnx::guard::{HEAD_BONUS_DB, target_db};
+use sora_onnx::guard::{END_BONUS_DB, SMALL_TARGET_DB, target_db};
 use sora_onnx::job::{RewriteJob, run_rewrite};
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::tensor::{FloatType, float_tensor};
@@ -37,13 +38,28 @@ fn tensor<'r>(report: &'r Report, name: &str) -> &'r sora_onnx::report::TensorRe
     report.tensors.iter().find(|t| t.name == name).unwrap()
 }
 
-/// `y = MatMul(MatMul(x, big), small)`, then `tail` names the output.
-fn two_weights(small: sora_onnx::onnx::proto::TensorProto, head: bool) -> ModelProto {
+/// `y = MatMul(MatMul(x, big), small)` with a 64-row `small`: `head` ends it with a
+/// Softmax (else Tanh and LayerNormalization), `stem` feeds `x` straight to the first
+/// MatMul (else through LayerNormalization).
+fn two_weights(small: sora_onnx::onnx::proto::TensorProto, head: bool, stem: bool) -> ModelProto {
+    let cols = small.dims[1] as usize;
     let mut b = ModelBuilder::new(17);
     b.input_f32("x", &[2, 1024]);
     b.initializer(float_matrix("big", 1024, 1024, 1));
     b.initializer(small);
-    b.node("MatMul", &["x", "big"], &["h"]);
+    let first = if stem {
+        "x"
+    } else {
+        b.node("LayerNormalization", &["x", "x_gamma"], &["xn"]);
+        b.initializer(float_tensor(
+            "x_gamma",
+            &[1024],
+            FloatType::F32,
+            &[1.0; 1024],
+        ));
+        "xn"
+    };
+    b.node("MatMul", &[first, "big"], &["h"]);
     b.node("Relu", &["h"], &["r"]);
     b.node("Slice", &["r", "starts", "ends", "axes"], &["s"]);
     for (name, v) in [("starts", 0), ("ends", 64), ("axes", 1)] {
@@ -55,7 +71,12 @@ fn two_weights(small: sora_onnx::onnx::proto::TensorProto, head: bool) -> ModelP
     } else {
         b.node("Tanh", &["z"], &["t"]);
         b.node("LayerNormalization", &["t", "gamma"], &["y"]);
-        b.initializer(float_tensor("gamma", &[64], FloatType::F32, &[1.0; 64]));
+        b.initializer(float_tensor(
+            "gamma",
+            &[cols],
+            FloatType::F32,
+            &vec![1.0; cols],
+        ));
     }
     b.output_f32("y");
     b.build()
@@ -69,19 +90,17 @@ fn normal(name: &str, rows: usize, cols: usize, seed: u64) -> sora_onnx::onnx::p
 }
 
 #[test]
-fn large_weights_keep_the_floor_and_small_ones_aim_higher() {
-    let out = guarded(&two_weights(normal("small", 64, 64, 2), false));
+fn large_weights_keep_the_floor_and_the_smallest_get_half_precision() {
+    let out = guarded(&two_weights(normal("small", 64, 64, 2), false, false));
     let (big, small) = (tensor(&out.report, "big"), tensor(&out.report, "small"));
-    // 2^20 elements aim at the 24 dB of the guard; 4096 at 24 + 10 log10(256).
-    assert_eq!(big.target_sqnr_db, Some(24.0));
-    let small_target = target_db(&DEFAULT_GUARD, 4096);
-    assert!((small_target - 48.08).abs() < 0.01, "{small_target}");
-    assert_eq!(small.target_sqnr_db, Some(small_target));
+    // 2^20 elements aim at the guard's 22 dB; under 8192 elements at 50 dB.
+    assert_eq!(big.target_sqnr_db, Some(22.0));
+    assert_eq!(small.target_sqnr_db, Some(SMALL_TARGET_DB));
     // The big weight meets its target with few bits; no codebook of the small normal
-    // one reaches 48 dB in half its bytes (8 bits per tensor: about 44), half
+    // one reaches 50 dB in half its bytes (8 bits per tensor: about 44), half
     // precision does, in exactly half.
     assert!((4..=5).contains(&big.bits), "{big:?}");
-    assert!(big.sqnr_db >= 24.0 - 1.0, "{big:?}");
+    assert!(big.sqnr_db >= 22.0 - 1.0, "{big:?}");
     assert_eq!((small.kmeans, small.bits), (KmeansMethod::Half, 16));
     assert!(small.sqnr_db > 60.0, "{small:?}");
     assert!(small.bytes_after <= 64 * 64 * 2 + 200, "{small:?}");
@@ -93,6 +112,17 @@ fn large_weights_keep_the_floor_and_small_ones_aim_higher() {
         "{proof:?}"
     );
     assert!(proof.outputs[0].cosine > 0.95, "{proof:?}");
+}
+
+#[test]
+fn targets_rise_with_every_halving() {
+    // 8192 elements: 7 halvings below 2^20, 1.5 dB each.
+    let out = guarded(&two_weights(normal("small", 64, 128, 2), false, false));
+    let small = tensor(&out.report, "small");
+    assert_eq!(target_db(&DEFAULT_GUARD, 8192), 22.0 + 7.0 * 1.5);
+    assert_eq!(small.target_sqnr_db, Some(22.0 + 7.0 * 1.5));
+    assert!(small.sqnr_db >= 22.0 + 7.0 * 1.5 - 1.0, "{small:?}");
+    assert!(small.bits < 16, "{small:?}");
 }
 
 #[test]
@@ -115,12 +145,24 @@ fn channels_of_uneven_scale_get_their_own_codebooks() {
 
 #[test]
 fn a_head_aims_higher() {
-    let out = guarded(&two_weights(float_matrix("small", 64, 64, 2), true));
+    let out = guarded(&two_weights(float_matrix("small", 64, 128, 2), true, false));
     let small = tensor(&out.report, "small");
-    let base = target_db(&DEFAULT_GUARD, 4096);
-    assert_eq!(small.target_sqnr_db, Some(base + HEAD_BONUS_DB));
-    // The first MatMul feeds the head through Relu and Slice, not an output: no bonus.
-    assert_eq!(tensor(&out.report, "big").target_sqnr_db, Some(24.0));
+    let base = target_db(&DEFAULT_GUARD, 8192);
+    assert_eq!(small.target_sqnr_db, Some(base + END_BONUS_DB));
+    // The first MatMul feeds the head through Relu and Slice, not an output, and takes
+    // the input through LayerNormalization: no bonus.
+    assert_eq!(tensor(&out.report, "big").target_sqnr_db, Some(22.0));
+}
+
+#[test]
+fn a_stem_aims_higher() {
+    // The first MatMul takes the model input as it is: a stem.
+    let out = guarded(&two_weights(float_matrix("small", 64, 128, 2), false, true));
+    let big = tensor(&out.report, "big");
+    assert_eq!(big.target_sqnr_db, Some(22.0 + END_BONUS_DB));
+    assert!(big.sqnr_db >= 22.0 + END_BONUS_DB - 1.0, "{big:?}");
+    let small = tensor(&out.report, "small");
+    assert_eq!(small.target_sqnr_db, Some(target_db(&DEFAULT_GUARD, 8192)));
 }
 
 #[test]

@@ -121,6 +121,7 @@ pub const PROOF_EVERY: usize = 4;
 
 /// Runs `job` on `model` (its external data in `job.config.external_dir`).
 pub fn run_rewrite(model: &ModelProto, job: &RewriteJob) -> Result<Outcome> {
+    let start = Instant::now();
     let mut notes = Vec::new();
     let mut job = job.clone();
     if let Some(source) = &job.inputs {
@@ -146,12 +147,13 @@ pub fn run_rewrite(model: &ModelProto, job: &RewriteJob) -> Result<Outcome> {
         Some(tuning) => tuned(model, job, tuning, &mut notes)?,
     };
     let report = &mut rewritten.report;
+    report.seconds = start.elapsed().as_secs_f64();
     if report.tensors.is_empty() {
         notes.push(Note::Status(
             "nothing to rewrite: writing an unchanged copy".into(),
         ));
     } else if job.prove && report.validation.is_none() {
-        let start = Instant::now();
+        let proving = Instant::now();
         let dir = job.config.external_dir.as_deref().unwrap_or(Path::new("."));
         let original = load_for_proof(model, dir)?;
         let candidate = load_for_proof(&rewritten.model, dir)?;
@@ -165,7 +167,7 @@ pub fn run_rewrite(model: &ModelProto, job: &RewriteJob) -> Result<Outcome> {
                 EXTERNAL_LIMIT >> 30
             )));
         }
-        report.seconds += start.elapsed().as_secs_f64();
+        report.seconds += proving.elapsed().as_secs_f64();
     }
     Ok(Outcome { rewritten, notes })
 }

@@ -193,23 +193,26 @@ pub fn visit_tensors(
     Ok(())
 }
 
+/// Bytes tensor `t` keeps in an external file (as its `length` entry declares), 0 when
+/// its data is inside the model.
+pub fn external_length(t: &TensorProto) -> u64 {
+    let entry = t.external_data.iter().find(|e| e.key() == "length");
+    if is_external(t) {
+        entry.and_then(|e| e.value().parse().ok()).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 /// Total bytes `model`'s tensors keep in external files (as their `length` entries
 /// declare).
 pub fn external_bytes(model: &ModelProto) -> u64 {
-    fn length(t: &TensorProto) -> u64 {
-        let entry = t.external_data.iter().find(|e| e.key() == "length");
-        if is_external(t) {
-            entry.and_then(|e| e.value().parse().ok()).unwrap_or(0)
-        } else {
-            0
-        }
-    }
     fn graph_bytes(g: &GraphProto) -> u64 {
         let nodes = g.node.iter().flat_map(|n| &n.attribute).map(|a| {
-            let tensors: u64 = a.t.iter().chain(&a.tensors).map(length).sum();
+            let tensors: u64 = a.t.iter().chain(&a.tensors).map(external_length).sum();
             tensors + a.g.iter().chain(&a.graphs).map(graph_bytes).sum::<u64>()
         });
-        g.initializer.iter().map(length).sum::<u64>() + nodes.sum::<u64>()
+        g.initializer.iter().map(external_length).sum::<u64>() + nodes.sum::<u64>()
     }
     model.graph.as_ref().map_or(0, graph_bytes)
 }

@@ -16,6 +16,6 @@ pub mod proto {
 pub const OUTPUT_MODE: u32 = 0o644;
 
 pub use io::{
-    DataPlacement, PROTOBUF_LIMIT, decode_model, external_bytes, inline_external, load_model,
-    same_file, save_model, save_model_with_data, visit_tensors, write_atomic,
+    DataPlacement, PROTOBUF_LIMIT, decode_model, external_bytes, external_length, inline_external,
+    load_model, same_file, save_model, save_model_with_data, visit_tensors, write_atomic,
 };

@@ -32,7 +32,8 @@ pub const GUARDED_SENSITIVITY_BUDGET: Duration = Duration::from_secs(120);
 
 /// The data-free default's SQNR targets (see [`crate::guard`]).
 pub const DEFAULT_GUARD: Guard = Guard {
-    target_db: 24.0,
+    target_db: 22.0,
+    slope_db: 1.5,
     floor_db: 20.0,
 };
 
@@ -45,10 +46,12 @@ pub struct ParticleOptions {
     /// lossless codebook may take (default 8).
     #[arg(long)]
     pub bits: Option<u32>,
-    /// Without --bits: the weight SQNR, in dB, a weight of 2^20 elements aims at;
-    /// smaller weights aim 3 dB higher per halving of their size.
+    /// Without --bits: the weight SQNR, in dB, a weight of 2^20 elements aims at.
     #[arg(long, value_name = "DB", default_value_t = DEFAULT_GUARD.target_db)]
     pub target_sqnr: f64,
+    /// Without --bits: how many dB higher a weight aims for every halving of its size.
+    #[arg(long, value_name = "DB", default_value_t = DEFAULT_GUARD.slope_db)]
+    pub sqnr_slope: f64,
     /// Without --bits: the least weight SQNR, in dB, any weight aims at.
     #[arg(long, value_name = "DB", default_value_t = DEFAULT_GUARD.floor_db)]
     pub min_sqnr: f64,
@@ -232,6 +235,7 @@ impl ParticleOptions {
         if self.bits.is_none() && !config.fits_own_way() {
             config.guard = Some(Guard {
                 target_db: self.target_sqnr,
+                slope_db: self.sqnr_slope,
                 floor_db: self.min_sqnr,
             });
         }

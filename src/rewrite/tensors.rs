@@ -6,6 +6,7 @@ use crate::bias::BiasFix;
 use crate::fit::{Fit, Particles};
 use crate::forms::Subgraph;
 use crate::graph::{Constant, ConstantSource, Graph};
+use crate::onnx::external_length;
 use crate::particles::CodebookFit;
 use crate::plan::WeightPlan;
 use crate::report::{KmeansMethod, TensorReport};
@@ -21,7 +22,9 @@ pub(super) fn tensor_report(
     let patch = w.first();
     let elements = w.elements();
     let constant_bytes = |c: &Constant| match c.source {
-        ConstantSource::Initializer(_) => c.tensor.encoded_len(),
+        ConstantSource::Initializer(_) => {
+            c.tensor.encoded_len() + external_length(c.tensor) as usize
+        }
         ConstantSource::Node(i) => graph.scopes[c.scope].graph.node[i].encoded_len(),
     };
     let bytes_before = constant_bytes(&patch.weight)

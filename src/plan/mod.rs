@@ -192,33 +192,25 @@ fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
         let Some(rule) = rule else {
             continue;
         };
-        let decision = match (rule.matches)(graph, id, &config.select) {
-            Match::Rewrite(p) if is_external(p.weight.tensor) && config.external_dir.is_none() => {
-                Match::Skip(SkipReason::ExternalData(p.weight.name.into()))
-            }
-            Match::Rewrite(_) if graph.opset < MIN_OPSET => {
-                Match::Skip(SkipReason::OpsetTooOld(graph.opset, MIN_OPSET))
-            }
-            decision => decision,
-        };
-        match decision {
-            Match::Rewrite(patch) => {
-                let key = (patch.weight.scope, patch.weight.source);
-                let slot = *by_weight.entry(key).or_insert_with(|| {
-                    plan.weights.push(WeightPlan {
-                        patches: Vec::new(),
-                        ties: Vec::new(),
-                        setting: common_setting(&patch, config, config.bits),
+        for decision in (rule.matches)(graph, id, &config.select) {
+            match checked(graph, config, decision) {
+                Match::Rewrite(patch) => {
+                    let key = (patch.weight.scope, patch.weight.source);
+                    let slot = *by_weight.entry(key).or_insert_with(|| {
+                        plan.weights.push(WeightPlan {
+                            patches: Vec::new(),
+                            ties: Vec::new(),
+                            setting: common_setting(&patch, config, config.bits),
+                        });
+                        plan.weights.len() - 1
                     });
-                    plan.weights.len() - 1
-                });
-                plan.weights[slot].patches.push(patch);
+                    plan.weights[slot].patches.push(patch);
+                }
+                Match::Skip(reason) => plan.skipped.push(Skipped {
+                    node: graph.label(id),
+                    reason,
+                }),
             }
-            Match::Skip(reason) => plan.skipped.push(Skipped {
-                node: graph.label(id),
-                reason,
-            }),
-            Match::NotCandidate => {}
         }
     }
     let (weights, shared): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.weights)
@@ -236,6 +228,20 @@ fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
         }
     }
     plan
+}
+
+/// A rule's `decision`, or a skip when the model cannot carry it out: the weight's data
+/// is external and the model's folder unknown, or the opset is too old to decode.
+fn checked<'m>(graph: &Graph<'m>, config: &Config, decision: Match<'m>) -> Match<'m> {
+    match decision {
+        Match::Rewrite(p) if is_external(p.weight.tensor) && config.external_dir.is_none() => {
+            Match::Skip(SkipReason::ExternalData(p.weight.name.into()))
+        }
+        Match::Rewrite(_) if graph.opset < MIN_OPSET => {
+            Match::Skip(SkipReason::OpsetTooOld(graph.opset, MIN_OPSET))
+        }
+        decision => decision,
+    }
 }
 
 /// A reader of the weight that is not one of the plan's patches, if any.

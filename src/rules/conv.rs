@@ -19,6 +19,6 @@ pub const RULE: Rule = Rule {
 };
 
 /// Matches a Conv whose weight is a constant float tensor.
-fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
-    weight_input(graph, node, 1, Layout::ChannelsFirst, select)
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Vec<Match<'m>> {
+    vec![weight_input(graph, node, 1, Layout::ChannelsFirst, select)]
 }

@@ -20,13 +20,13 @@ pub const RULE: Rule = Rule {
 };
 
 /// Matches a Gather along axis 0 of a constant float table.
-fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Vec<Match<'m>> {
     let n = graph.node(node);
     let Some(table) = n.input.first().and_then(|t| graph.constant(node.scope, t)) else {
-        return Match::NotCandidate;
+        return Vec::new();
     };
     if FloatType::from_data_type(table.tensor.data_type()).is_none() {
-        return Match::NotCandidate;
+        return Vec::new();
     }
     let axis = n
         .attribute
@@ -34,10 +34,16 @@ fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
         .find(|a| a.name() == "axis")
         .map_or(0, |a| a.i());
     if axis != 0 && axis != -(table.tensor.dims.len() as i64) {
-        return Match::Skip(SkipReason::Unsupported(format!(
+        return vec![Match::Skip(SkipReason::Unsupported(format!(
             "Gather along axis {axis} of '{}': only row lookups (axis 0) are rewritten",
             table.name
-        )));
+        )))];
     }
-    weight_input(graph, node, 0, Layout::Matrix { channel_axis: 1 }, select)
+    vec![weight_input(
+        graph,
+        node,
+        0,
+        Layout::Matrix { channel_axis: 1 },
+        select,
+    )]
 }

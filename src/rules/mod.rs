@@ -1,8 +1,10 @@
 //! The rewrite rules, one per file, in the order the driver tries them. A rule looks
-//! at one node and either names the constant weight input it can replace by a particle
-//! decoding ([`Match::Rewrite`]), says why not ([`Match::Skip`]), or says the node is
-//! not its business ([`Match::NotCandidate`]). A rule owns its op's knowledge: which
-//! input is the weight and how its channels run, and for readers that multiply an
+//! at one node and returns one [`Match`] per weight input it has an opinion on: a
+//! constant it can replace by a particle decoding ([`Match::Rewrite`]) or why not
+//! ([`Match::Skip`]). A node with several weights (LSTM's W and R, an Einsum with two
+//! constant operands) gives several; a node that is not the rule's business (a Gather
+//! over a computed or integer tensor) gives none. A rule owns its op's knowledge: which
+//! inputs are weights and how their channels run, and for readers that multiply an
 //! activation by the weight, the [`Linear`] view that calibration, bias correction and
 //! the LUT form use. Rules never touch the model; the driver applies what they return.
 //!
@@ -32,8 +34,9 @@ pub const RULES: &[Rule] = &[matmul::RULE, gemm::RULE, gather::RULE, conv::RULE]
 pub struct Rule {
     /// The op type.
     pub op: &'static str,
-    /// Looks at one node of that op type.
-    pub matches: for<'m> fn(&Graph<'m>, NodeId, &Select) -> Match<'m>,
+    /// Looks at one node of that op type: one match per weight input it rewrites or
+    /// skips, none when the node is not a candidate.
+    pub matches: for<'m> fn(&Graph<'m>, NodeId, &Select) -> Vec<Match<'m>>,
 }
 
 /// The op types `--ops` rewrites by default: every rule's.
@@ -41,14 +44,11 @@ pub fn default_ops() -> Vec<String> {
     RULES.iter().map(|r| r.op.to_string()).collect()
 }
 
-/// What a rule decided about a node.
+/// What a rule decided about one weight input of a node.
 #[derive(Debug)]
 pub enum Match<'m> {
     /// Replace a weight input by its particle decoding.
     Rewrite(WeightPatch<'m>),
-    /// Leave the node alone, for this reason.
+    /// Leave the input alone, for this reason.
     Skip(SkipReason),
-    /// The node is not what the rule rewrites (a Gather over a computed or integer
-    /// tensor): nothing to report.
-    NotCandidate,
 }

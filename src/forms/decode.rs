@@ -15,7 +15,7 @@
 //! per block of G inputs:   W = GatherElements(particles[B*K,M], index + (row/G)*K, axis=0)
 //!                          (rows as channels: particles[N,B*K], index + (col/G)*K, axis=1)
 //! f16 particles:           particles --Cast(weight type)--> before the gather
-//! weights of rank != 2:    W = Reshape(W[O, rest], dims)        (Conv)
+//! dims other than N x M:   W = Reshape(W[N,M], dims)      (Conv, LSTM, whole tensors)
 //! outliers kept exact:     W = Reshape(ScatterElements(Reshape(W, [-1]), positions, values), dims)
 //! ```
 //!
@@ -147,7 +147,7 @@ pub fn emit(
             axis,
         );
     }
-    if target.dims.len() != 2 || !outliers.is_empty() {
+    if !target.is_matrix() || !outliers.is_empty() {
         decoded = reshape(&mut e, &decoded, target.dims);
     }
     Subgraph {

@@ -38,6 +38,15 @@ pub struct Target<'a> {
     pub bits: u32,
 }
 
+impl Target<'_> {
+    /// Whether the weight's own dims are those of its matrix view, so the decoded
+    /// matrix needs no Reshape.
+    pub fn is_matrix(&self) -> bool {
+        let [rows, cols] = self.shape;
+        self.dims == [rows as i64, cols as i64]
+    }
+}
+
 /// Nodes and initializers that compute one value.
 #[derive(Clone, Debug, Default)]
 pub struct Subgraph {

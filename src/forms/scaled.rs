@@ -45,7 +45,7 @@ pub fn emit(target: &Target, grid: &ScaledGrid, names: &mut Names) -> Subgraph {
     let ty = target.float_type;
     let scales = e.constant("scales", |n| float_tensor(n, &scale_dims, ty, &g.scales));
     let decoded = e.op("Mul", &[&values, &scales], "decoded", vec![]);
-    let decoded = if target.dims.len() == 2 {
+    let decoded = if target.is_matrix() {
         decoded
     } else {
         reshape(&mut e, &decoded, target.dims)

@@ -18,7 +18,7 @@ use crate::forms::decode::MIN_OPSET;
 use crate::graph::{Constant, ConstantSource, Graph, Use, is_default};
 use crate::onnx::external::is_external;
 use crate::particles::Granularity;
-use crate::rules::{Match, RULES, SkipReason, WeightPatch};
+use crate::rules::{Match, SkipReason, WeightPatch, rule_for};
 
 /// The particle settings of one weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -160,20 +160,25 @@ impl<'m> Plan<'m> {
 }
 
 /// The setting `config` gives a weight first read by `patch` at `bits`: its
-/// granularity choice resolved for the weight's shape.
+/// granularity choice resolved for the weight's shape. A view with one channel (a
+/// whole-tensor layout) has one codebook per channel or per tensor alike, written as
+/// per tensor: a Gather from `[K]` particles, not a GatherElements from `[1, K]`.
 fn common_setting(patch: &WeightPatch, config: &Config, bits: u32) -> Setting {
     let particle_size = config
         .codebook_type
         .resolve(patch.float_type, &[], false)
         .size();
+    let granularity =
+        config
+            .granularity
+            .resolve(patch.shape, patch.channel_axis, bits, particle_size);
+    let one_channel = patch.shape[patch.channel_axis] == 1;
     Setting {
         bits,
-        granularity: config.granularity.resolve(
-            patch.shape,
-            patch.channel_axis,
-            bits,
-            particle_size,
-        ),
+        granularity: match granularity {
+            Granularity::Channel if one_channel => Granularity::Tensor,
+            granularity => granularity,
+        },
     }
 }
 
@@ -186,10 +191,7 @@ fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
         if !is_default(node.domain()) {
             continue;
         }
-        let rule = RULES
-            .iter()
-            .find(|r| r.op == node.op_type() && config.select.runs(r.op));
-        let Some(rule) = rule else {
+        let Some(rule) = rule_for(node.op_type()).filter(|r| config.select.runs(r.op)) else {
             continue;
         };
         for decision in (rule.matches)(graph, id, &config.select) {

@@ -15,6 +15,7 @@ use crate::graph::{Graph, NodeId};
 /// The Conv rule.
 pub const RULE: Rule = Rule {
     op: "Conv",
+    default: true,
     matches,
 };
 

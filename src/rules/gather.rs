@@ -16,6 +16,7 @@ use crate::onnx::tensor::FloatType;
 /// The Gather rule.
 pub const RULE: Rule = Rule {
     op: "Gather",
+    default: true,
     matches,
 };
 

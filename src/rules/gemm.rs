@@ -15,6 +15,7 @@ use crate::graph::{Graph, NodeId};
 /// The Gemm rule.
 pub const RULE: Rule = Rule {
     op: "Gemm",
+    default: true,
     matches,
 };
 

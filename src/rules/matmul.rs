@@ -16,6 +16,7 @@ use crate::graph::{Graph, NodeId};
 /// The MatMul rule.
 pub const RULE: Rule = Rule {
     op: "MatMul",
+    default: true,
     matches,
 };
 

@@ -34,14 +34,23 @@ pub const RULES: &[Rule] = &[matmul::RULE, gemm::RULE, gather::RULE, conv::RULE]
 pub struct Rule {
     /// The op type.
     pub op: &'static str,
+    /// Whether `--ops` runs it unless told otherwise.
+    pub default: bool,
     /// Looks at one node of that op type: one match per weight input it rewrites or
     /// skips, none when the node is not a candidate.
     pub matches: for<'m> fn(&Graph<'m>, NodeId, &Select) -> Vec<Match<'m>>,
 }
 
-/// The op types `--ops` rewrites by default: every rule's.
+/// The op types `--ops` rewrites by default: those of the rules marked `default`.
 pub fn default_ops() -> Vec<String> {
-    RULES.iter().map(|r| r.op.to_string()).collect()
+    (RULES.iter().filter(|r| r.default))
+        .map(|r| r.op.to_string())
+        .collect()
+}
+
+/// The rule that looks at nodes of `op_type`.
+pub fn rule_for(op_type: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.op == op_type)
 }
 
 /// What a rule decided about one weight input of a node.

@@ -18,6 +18,17 @@ pub enum Layout {
     /// A weight of rank >= 2 whose first axis is the output channel (Conv): viewed as
     /// `[dims[0], product of the rest]` with channels along rows.
     ChannelsFirst,
+    /// A weight of any rank viewed as `[n, elements / n]`, channels along rows: row `r`
+    /// is the `r`-th of `n` equal consecutive blocks of the flat weight (LSTM's W is
+    /// `Rows(directions * gates)`: one channel per direction and gate). [`Layout::WHOLE`]
+    /// is the whole tensor as one channel.
+    Rows(usize),
+}
+
+impl Layout {
+    /// The whole tensor as one channel, `[1, elements]`: one codebook for the tensor at
+    /// tensor and channel granularity (blocks of `--granularity block:G` still split it).
+    pub const WHOLE: Layout = Layout::Rows(1);
 }
 
 /// A reader that computes `Y = alpha * X . W (+ beta * C)` from an activation `X` and
@@ -135,6 +146,9 @@ pub fn weight_input<'m>(
         }
         (Layout::ChannelsFirst, &[channels, _, ..]) if channels > 0 => {
             ([channels as usize, elements / channels as usize], 0)
+        }
+        (Layout::Rows(n), _) if n > 0 && elements > 0 && elements % n == 0 => {
+            ([n, elements / n], 0)
         }
         _ => return not_matrix(),
     };

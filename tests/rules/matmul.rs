@@ -239,3 +239,21 @@ fn skip_reasons_read_as_one_sentence_naming_the_weight() {
         "weight 'dyn' is computed at run time, not a constant"
     );
 }
+
+#[test]
+fn one_output_channel_is_decoded_per_tensor() {
+    let model = matmul_model(float_tensor(
+        "w",
+        &[32, 1],
+        FloatType::F32,
+        &few_values(32, 1, 8, 9),
+    ));
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    let t = &out.report.tensors[0];
+    assert_eq!((t.granularity, t.codebooks), (Granularity::Tensor, 1));
+    let ops: Vec<&str> = (out.model.graph.as_ref().unwrap().node.iter())
+        .map(|n| n.op_type())
+        .collect();
+    assert!(!ops.contains(&"GatherElements"), "{ops:?}");
+    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
+}

@@ -12,6 +12,7 @@
 //! rule is one file and one line here.
 
 mod conv;
+mod convtranspose;
 mod gather;
 mod gemm;
 mod matmul;
@@ -26,7 +27,13 @@ pub use skip::SkipReason;
 use crate::graph::{Graph, NodeId};
 
 /// Every rule, in the order the driver tries them.
-pub const RULES: &[Rule] = &[matmul::RULE, gemm::RULE, gather::RULE, conv::RULE];
+pub const RULES: &[Rule] = &[
+    matmul::RULE,
+    gemm::RULE,
+    gather::RULE,
+    conv::RULE,
+    convtranspose::RULE,
+];
 
 /// A rule: the default-domain op type it matches and what it decides about a node of
 /// that type.

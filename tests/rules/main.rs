@@ -3,6 +3,7 @@
 //! linear view, every skip reason) asserted as values.
 
 mod conv;
+mod convtranspose;
 mod gather;
 mod gemm;
 mod matmul;

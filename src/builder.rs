@@ -70,6 +70,14 @@ pub fn attr_floats(name: &str, values: &[f32]) -> AttributeProto {
     }
 }
 
+/// A string attribute.
+pub fn attr_string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        s: Some(value.as_bytes().to_vec()),
+        ..attribute(name, AttributeType::String)
+    }
+}
+
 /// A tensor attribute.
 pub fn attr_tensor(name: &str, value: TensorProto) -> AttributeProto {
     AttributeProto {

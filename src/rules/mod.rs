@@ -17,6 +17,7 @@ mod gather;
 mod gemm;
 mod matmul;
 mod patch;
+mod recurrent;
 mod select;
 mod skip;
 
@@ -33,6 +34,9 @@ pub const RULES: &[Rule] = &[
     gather::RULE,
     conv::RULE,
     convtranspose::RULE,
+    recurrent::LSTM,
+    recurrent::GRU,
+    recurrent::RNN,
 ];
 
 /// A rule: the default-domain op type it matches and what it decides about a node of

@@ -7,6 +7,7 @@ mod convtranspose;
 mod gather;
 mod gemm;
 mod matmul;
+mod recurrent;
 
 use sora_onnx::builder::{ModelBuilder, pseudo_random};
 use sora_onnx::config::GranularityChoice;

@@ -119,6 +119,11 @@ pub struct ParticleOptions {
     /// Never rewrite nodes whose name or weight name matches one of these globs.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Rewrite initializers that are also graph inputs (callers could feed another
+    /// value) as weights too; their input entries are removed. IR < 4 models list every
+    /// initializer as an input, and there they always are.
+    #[arg(long)]
+    pub initializer_inputs: bool,
 }
 
 /// Named settings of calibration.
@@ -211,6 +216,7 @@ impl ParticleOptions {
                 ops: self.ops.clone(),
                 min_elements: self.min_elements,
                 names: Selection::new(&self.include, &self.exclude)?,
+                initializer_inputs: self.initializer_inputs,
             },
             bits: self.bits.unwrap_or(if self.lossless { 8 } else { 4 }),
             granularity: self.granularity,

@@ -17,7 +17,8 @@ struct ScopeEdits {
     path: Vec<GraphStep>,
     /// (position, order of the weight, replace the node at position?, nodes).
     insertions: Vec<(usize, usize, bool, Vec<NodeProto>)>,
-    /// Names of the weights replaced: their initializers and value_info go.
+    /// Names of the weights replaced: their initializers, value_info and graph input
+    /// entries (an initializer that was also an input) go.
     removed_names: HashSet<String>,
     initializers: Vec<TensorProto>,
 }
@@ -157,6 +158,7 @@ impl Edits {
                 .retain(|t| !edits.removed_names.contains(t.name()));
             g.value_info
                 .retain(|v| !edits.removed_names.contains(v.name()));
+            g.input.retain(|v| !edits.removed_names.contains(v.name()));
             g.initializer.extend(edits.initializers);
         }
         Ok(())

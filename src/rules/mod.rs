@@ -21,7 +21,7 @@ mod recurrent;
 mod select;
 mod skip;
 
-pub use patch::{Bias, Layout, Linear, WeightPatch, weight_input};
+pub use patch::{Bias, Layout, Linear, WeightPatch, stored_input, weight_constant, weight_input};
 pub use select::{Select, Selection, Unselected};
 pub use skip::SkipReason;
 

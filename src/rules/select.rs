@@ -15,6 +15,10 @@ pub struct Select {
     pub min_elements: usize,
     /// Which nodes and weights, by name.
     pub names: Selection,
+    /// Initializers that are also graph inputs (callers may feed another value) are
+    /// rewritten as weights too, their input entries removed (`--initializer-inputs`).
+    /// In IR < 4 models they always are: there every initializer is listed as an input.
+    pub initializer_inputs: bool,
 }
 
 impl Default for Select {
@@ -23,6 +27,7 @@ impl Default for Select {
             ops: default_ops(),
             min_elements: 4096,
             names: Selection::default(),
+            initializer_inputs: false,
         }
     }
 }

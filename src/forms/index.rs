@@ -1,21 +1,30 @@
 //! Index unpacking: the particle index of a weight is stored as uint8 bytes, bit-packed
 //! below 8 bits, and turned back into an int32 matrix in the graph with small integer
-//! ops every runtime executes (Cast, Gather, Div/Mul/Sub, Reshape, Slice).
+//! ops every runtime executes (Cast, Gather, Div/Mul/Sub, Reshape, Slice). Below opset
+//! 11 (no Range) the table of every byte's digits starts from 256 stored bytes instead,
+//! and below opset 10 Slice takes its bounds as attributes.
 
 use super::Emitter;
-use crate::builder::attr_int;
+use crate::builder::{attr_int, attr_ints};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::tensor::u8_tensor;
 use crate::particles::pack::{GROUP, pack};
 
-/// Stores a particle index (`prefix`, bit-packed) and emits the ops that turn it into an
-/// int32 `shape` tensor; every name derives from `prefix`.
+/// First opset with Range.
+const RANGE_OPSET: i64 = 11;
+
+/// First opset whose Slice takes its bounds as inputs.
+const SLICE_INPUTS_OPSET: i64 = 10;
+
+/// Stores a particle index (`prefix`, bit-packed) and emits the ops, valid at `opset`,
+/// that turn it into an int32 `shape` tensor; every name derives from `prefix`.
 pub(crate) fn unpacked_index(
     e: &mut Emitter,
     prefix: &str,
     index: &[u8],
     bits: u32,
     shape: [usize; 2],
+    opset: i64,
 ) -> String {
     let [rows, cols] = shape;
     let count = rows * cols;
@@ -29,7 +38,7 @@ pub(crate) fn unpacked_index(
     let stored = e.constant(prefix, |n| u8_tensor(n, &[groups * b], pack(index, bits)));
     let bytes = e.op("Cast", &[&stored], &format!("{prefix}.i32"), int32());
     let mut digits = if 8 % b == 0 {
-        byte_table_lookup(e, prefix, &bytes, b)
+        byte_table_lookup(e, prefix, &bytes, b, opset)
     } else {
         straddling_digits(e, prefix, &bytes, groups, b)
     };
@@ -41,14 +50,19 @@ pub(crate) fn unpacked_index(
             &format!("{prefix}.flat"),
             vec![],
         );
-        let starts = e.ints(&format!("{prefix}.slice_starts"), &[1], &[0]);
-        let ends = e.ints(&format!("{prefix}.slice_ends"), &[1], &[count as i64]);
-        digits = e.op(
-            "Slice",
-            &[&flat, &starts, &ends],
-            &format!("{prefix}.trimmed"),
-            vec![],
-        );
+        let trimmed = format!("{prefix}.trimmed");
+        digits = if opset < SLICE_INPUTS_OPSET {
+            let bounds = vec![
+                attr_ints("starts", &[0]),
+                attr_ints("ends", &[count as i64]),
+                attr_ints("axes", &[0]),
+            ];
+            e.op("Slice", &[&flat], &trimmed, bounds)
+        } else {
+            let starts = e.ints(&format!("{prefix}.slice_starts"), &[1], &[0]);
+            let ends = e.ints(&format!("{prefix}.slice_ends"), &[1], &[count as i64]);
+            e.op("Slice", &[&flat, &starts, &ends], &trimmed, vec![])
+        };
     }
     let shape = e.ints(
         &format!("{prefix}.shape"),
@@ -65,27 +79,37 @@ pub(crate) fn unpacked_index(
 
 /// Unpacks widths that divide 8 (1, 2, 4 bits): every byte holds `8 / b` whole
 /// indices, so one Gather from a [256, 8/b] table of every byte's digits does it. The
-/// table is computed in the graph from Range(0, 256) (small integer ops), so the only
-/// full-size ops are the Cast of the bytes and this Gather: runtimes that fold the
-/// decoding at load time hold few full-size intermediates.
-fn byte_table_lookup(e: &mut Emitter, prefix: &str, bytes: &str, b: usize) -> String {
+/// table is computed in the graph from Range(0, 256) (small integer ops; below opset 11
+/// from the 256 byte values stored), so the only full-size ops are the Cast of the
+/// bytes and this Gather: runtimes that fold the decoding at load time hold few
+/// full-size intermediates.
+fn byte_table_lookup(e: &mut Emitter, prefix: &str, bytes: &str, b: usize, opset: i64) -> String {
     let per_byte = 8 / b;
-    let start = e.int32s(&format!("{prefix}.table_start"), &[], &[0]);
-    let limit = e.int32s(&format!("{prefix}.table_limit"), &[], &[256]);
-    let delta = e.int32s(&format!("{prefix}.table_delta"), &[], &[1]);
-    let values = e.op(
-        "Range",
-        &[&start, &limit, &delta],
-        &format!("{prefix}.table_bytes"),
-        vec![],
-    );
-    let column = e.ints(&format!("{prefix}.table_column"), &[2], &[256, 1]);
-    let values = e.op(
-        "Reshape",
-        &[&values, &column],
-        &format!("{prefix}.table_rows"),
-        vec![],
-    );
+    let values = if opset < RANGE_OPSET {
+        let all: Vec<u8> = (0..=255).collect();
+        let stored = e.constant(&format!("{prefix}.table_bytes"), |n| {
+            u8_tensor(n, &[256, 1], all)
+        });
+        let int32 = vec![attr_int("to", DataType::Int32 as i64)];
+        e.op("Cast", &[&stored], &format!("{prefix}.table_rows"), int32)
+    } else {
+        let start = e.int32s(&format!("{prefix}.table_start"), &[], &[0]);
+        let limit = e.int32s(&format!("{prefix}.table_limit"), &[], &[256]);
+        let delta = e.int32s(&format!("{prefix}.table_delta"), &[], &[1]);
+        let values = e.op(
+            "Range",
+            &[&start, &limit, &delta],
+            &format!("{prefix}.table_bytes"),
+            vec![],
+        );
+        let column = e.ints(&format!("{prefix}.table_column"), &[2], &[256, 1]);
+        e.op(
+            "Reshape",
+            &[&values, &column],
+            &format!("{prefix}.table_rows"),
+            vec![],
+        )
+    };
     let table = digits_of(e, &format!("{prefix}.table"), &values, per_byte, b);
     e.op(
         "Gather",

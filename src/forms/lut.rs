@@ -73,7 +73,14 @@ pub fn emit(
     let by_channel: Vec<u8> = (0..m)
         .flat_map(|c| (0..s).map(move |i| d.index[i * m + c]))
         .collect();
-    let index = unpacked_index(&mut e, "lut_index", &by_channel, target.bits, [m, s]);
+    let index = unpacked_index(
+        &mut e,
+        "lut_index",
+        &by_channel,
+        target.bits,
+        [m, s],
+        target.opset,
+    );
     let offsets: Vec<i32> = (0..s).map(|i| (i * k) as i32).collect();
     let offsets = e.int32s("lut_index.offsets", &[1, s], &offsets);
     let mut flat = e.op("Add", &[&index, &offsets], "lut_index.flat", vec![]);

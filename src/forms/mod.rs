@@ -15,9 +15,21 @@ use prost::Message;
 pub(crate) use index::unpacked_index;
 
 use crate::builder::{attr_int, node};
+use crate::config::{Config, Form};
 use crate::graph::{Names, NodeId};
 use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_tensor, i32_tensor, i64_tensor};
+
+/// Oldest default-domain opset the forms `config` asks for can be written in: the
+/// decode, vector, subspace and scaled-grid forms from [`decode::MIN_OPSET`]; outliers
+/// (ScatterElements) and the LUT form (GatherElements, Slice bounds as inputs) from 11.
+pub fn min_opset(config: &Config) -> i64 {
+    if config.outliers > 0.0 || config.form == Form::Lut {
+        11
+    } else {
+        decode::MIN_OPSET
+    }
+}
 
 /// What every form needs to know about the weight it rebuilds.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +49,8 @@ pub struct Target<'a> {
     pub channel_axis: usize,
     /// Bits per index.
     pub bits: u32,
+    /// The model's default-domain opset: the ops the subgraph may use.
+    pub opset: i64,
 }
 
 impl Target<'_> {

@@ -22,7 +22,14 @@ pub fn emit(target: &Target, grid: &ScaledGrid, names: &mut Names) -> Subgraph {
     let [rows, cols] = target.shape;
     let g = grid;
     let mut e = Emitter::new(target.weight, names);
-    let index = unpacked_index(&mut e, "index", &g.index, target.bits, target.shape);
+    let index = unpacked_index(
+        &mut e,
+        "index",
+        &g.index,
+        target.bits,
+        target.shape,
+        target.opset,
+    );
     let grid = particles(
         &mut e,
         "grid",

@@ -23,7 +23,7 @@ use crate::particles::subspace::SubspaceDecomposition;
 pub fn emit(target: &Target, d: &SubspaceDecomposition, names: &mut Names) -> Subgraph {
     let mut e = Emitter::new(target.weight, names);
     let (s, m, k) = (d.subspaces, d.channels, d.particles);
-    let index = unpacked_index(&mut e, "index", &d.index, target.bits, [s, m]);
+    let index = unpacked_index(&mut e, "index", &d.index, target.bits, [s, m], target.opset);
     let offsets: Vec<i32> = (0..s).map(|i| (i * k) as i32).collect();
     let offsets = e.int32s("index.offsets", &[s, 1], &offsets);
     let flat = e.op("Add", &[&index, &offsets], "index.flat", vec![]);

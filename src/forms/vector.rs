@@ -37,6 +37,7 @@ pub fn emit(target: &Target, decomposition: &VectorDecomposition, names: &mut Na
             &stage.index,
             target.bits,
             index_shape,
+            target.opset,
         );
         let k = stage.codebook.len() / d;
         let table = particles(

@@ -14,7 +14,7 @@ pub use relation::{Relation, RelationGraph, WeightNode};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::forms::decode::MIN_OPSET;
+use crate::forms::min_opset;
 use crate::graph::{Constant, ConstantSource, Graph, Use, is_default};
 use crate::onnx::external::is_external;
 use crate::particles::Granularity;
@@ -239,8 +239,8 @@ fn checked<'m>(graph: &Graph<'m>, config: &Config, decision: Match<'m>) -> Match
         Match::Rewrite(p) if is_external(p.weight.tensor) && config.external_dir.is_none() => {
             Match::Skip(SkipReason::ExternalData(p.weight.name.into()))
         }
-        Match::Rewrite(_) if graph.opset < MIN_OPSET => {
-            Match::Skip(SkipReason::OpsetTooOld(graph.opset, MIN_OPSET))
+        Match::Rewrite(_) if graph.opset < min_opset(config) => {
+            Match::Skip(SkipReason::OpsetTooOld(graph.opset, min_opset(config)))
         }
         decision => decision,
     }

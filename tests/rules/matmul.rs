@@ -199,13 +199,39 @@ fn matmul_skip_reasons() {
 }
 
 #[test]
-fn matmul_weights_need_opset_11() {
+fn matmul_weights_need_opset_7_and_outliers_opset_11() {
     let mut model = matmul_model(float_matrix("w", 16, 8, 1));
-    model.opset_import[0].version = Some(9);
+    model.opset_import[0].version = Some(6);
     assert_eq!(
         skips(&model, &config(4, Granularity::Channel)),
+        vec![("MatMul_0".to_string(), SkipReason::OpsetTooOld(6, 7))]
+    );
+    model.opset_import[0].version = Some(9);
+    let outliers = Config {
+        outliers: 0.05,
+        ..config(4, Granularity::Channel)
+    };
+    assert_eq!(
+        skips(&model, &outliers),
         vec![("MatMul_0".to_string(), SkipReason::OpsetTooOld(9, 11))]
     );
+}
+
+#[test]
+fn below_opset_11_channels_are_read_by_one_gather() {
+    let values = few_values(16, 8, 8, 3);
+    let mut model = matmul_model(float_tensor("w", &[16, 8], FloatType::F32, &values));
+    model.opset_import[0].version = Some(9);
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    let ops: Vec<&str> = (out.model.graph.as_ref().unwrap().node.iter())
+        .map(|n| n.op_type())
+        .collect();
+    assert!(
+        !ops.contains(&"GatherElements") && !ops.contains(&"Range"),
+        "{ops:?}"
+    );
+    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
+    insta::assert_snapshot!(dump(&out.model));
 }
 
 #[test]

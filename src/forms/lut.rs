@@ -33,7 +33,7 @@
 //! intermediate at run time (elements also its expanded index): for B larger than d
 //! that is more than the dense weight. Every op is in the default domain; ReduceSum
 //! takes its axes as an input from opset 13 and as an attribute before, so the form is
-//! valid from opset 11 like the decode form.
+//! valid from opset 11 (GatherElements, Slice bounds as inputs).
 
 use super::{Emitter, Subgraph, Target, cast_table, unpacked_index};
 use crate::builder::{attr_int, attr_ints};

@@ -11,7 +11,7 @@
 //!
 //! The index is bit-packed and unpacked like the decode form's, the codebooks may be
 //! stored in half precision and cast; a weight of rank != 2 (Conv) is reshaped to its
-//! dims. Valid from opset 11 like the decode form. The LUT form (`forms::lut`) reads
+//! dims. Valid from opset 7 like the decode form. The LUT form (`forms::lut`) reads
 //! the same particles without rebuilding the weight.
 
 use super::{Emitter, Subgraph, Target, particles, reshape, unpacked_index};

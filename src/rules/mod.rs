@@ -13,6 +13,7 @@
 
 mod conv;
 mod convtranspose;
+mod einsum;
 mod gather;
 mod gemm;
 mod matmul;
@@ -37,6 +38,7 @@ pub const RULES: &[Rule] = &[
     recurrent::LSTM,
     recurrent::GRU,
     recurrent::RNN,
+    einsum::RULE,
 ];
 
 /// A rule: the default-domain op type it matches and what it decides about a node of

@@ -4,6 +4,7 @@
 
 mod conv;
 mod convtranspose;
+mod einsum;
 mod gather;
 mod gemm;
 mod matmul;

@@ -107,7 +107,9 @@ pub struct ParticleOptions {
     /// iterations on the sorted values: a local optimum, several times faster).
     #[arg(long, value_enum, default_value_t = CodebookFit::Exact)]
     pub fit: CodebookFit,
-    /// Op types whose weights are rewritten, comma-separated.
+    /// Op types whose weights are rewritten, comma-separated. `Other` (not a default)
+    /// adds the constant float inputs of at least --min-elements elements of every op
+    /// that has no rule of its own, each decoded per tensor.
     #[arg(long, value_delimiter = ',', default_values_t = default_ops())]
     pub ops: Vec<String>,
     /// Leave weights with fewer elements alone.

@@ -18,7 +18,7 @@ use crate::forms::min_opset;
 use crate::graph::{Constant, ConstantSource, Graph, Use, is_default};
 use crate::onnx::external::is_external;
 use crate::particles::Granularity;
-use crate::rules::{Match, SkipReason, WeightPatch, rule_for};
+use crate::rules::{Match, OTHER, SkipReason, WeightPatch, rule_for};
 
 /// The particle settings of one weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -214,6 +214,13 @@ fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
                 }),
             }
         }
+    }
+    // A weight's own rule knows its view better than the catch-all: its readers first.
+    for w in &mut plan.weights {
+        let catch_all =
+            |p: &WeightPatch| rule_for(graph.node(p.node).op_type()).map(|r| r.op) == Some(OTHER);
+        w.patches.sort_by_key(catch_all);
+        w.setting = common_setting(w.first(), config, config.bits);
     }
     let (weights, shared): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.weights)
         .into_iter()

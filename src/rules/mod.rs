@@ -8,8 +8,10 @@
 //! activation by the weight, the [`Linear`] view that calibration, bias correction and
 //! the LUT form use. Rules never touch the model; the driver applies what they return.
 //!
-//! [`RULES`] is the only list of ops: `--ops` and its default derive from it. A new
-//! rule is one file and one line here.
+//! [`RULES`] is the only list of ops: `--ops` and its default (the rules marked
+//! `default`) derive from it; the last, [`OTHER`], takes the constant inputs of every
+//! op no other rule names, and runs only when asked for. A new rule is one file and
+//! one line here.
 
 mod conv;
 mod convtranspose;
@@ -17,11 +19,13 @@ mod einsum;
 mod gather;
 mod gemm;
 mod matmul;
+mod other;
 mod patch;
 mod recurrent;
 mod select;
 mod skip;
 
+pub use other::OTHER;
 pub use patch::{Bias, Layout, Linear, WeightPatch, stored_input, weight_constant, weight_input};
 pub use select::{Select, Selection, Unselected};
 pub use skip::SkipReason;
@@ -39,6 +43,7 @@ pub const RULES: &[Rule] = &[
     recurrent::GRU,
     recurrent::RNN,
     einsum::RULE,
+    other::RULE,
 ];
 
 /// A rule: the default-domain op type it matches and what it decides about a node of
@@ -61,9 +66,11 @@ pub fn default_ops() -> Vec<String> {
         .collect()
 }
 
-/// The rule that looks at nodes of `op_type`.
+/// The rule that looks at nodes of `op_type`: its own, or the catch-all [`OTHER`]
+/// for an op no rule names.
 pub fn rule_for(op_type: &str) -> Option<&'static Rule> {
-    RULES.iter().find(|r| r.op == op_type)
+    let own = RULES.iter().find(|r| r.op == op_type && r.op != OTHER);
+    own.or_else(|| RULES.iter().find(|r| r.op == OTHER))
 }
 
 /// What a rule decided about one weight input of a node.

@@ -8,6 +8,7 @@ mod einsum;
 mod gather;
 mod gemm;
 mod matmul;
+mod other;
 mod recurrent;
 
 use sora_onnx::builder::{ModelBuilder, pseudo_random};

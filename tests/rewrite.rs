@@ -539,9 +539,9 @@ fn a_subgraph_input_named_like_an_initializer_is_never_a_weight() {
     body.node("MatMul", &["v", "u"], &["vu"]);
     body.node("MatMul", &["vu", "w"], &["v_out"]);
     body.node("Identity", &["u"], &["u_out"]);
-    for o in ["c_out", "v_out", "u_out"] {
-        body.output_f32(o);
-    }
+    body.output("c_out", DataType::Bool);
+    body.output_f32("v_out");
+    body.output_f32("u_out");
     let mut b = ModelBuilder::new(17);
     b.input_f32("x", &[2, 16]);
     b.input_f32("u0", &[16, 16]);

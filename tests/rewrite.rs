@@ -473,19 +473,62 @@ fn input_names(model: &ModelProto) -> Vec<&str> {
         .collect()
 }
 
+/// The main graph's inputs without an initializer: what a caller must feed.
+fn required_inputs(model: &ModelProto) -> Vec<&str> {
+    let g = model.graph.as_ref().unwrap();
+    (g.input.iter())
+        .map(|i| i.name())
+        .filter(|name| !g.initializer.iter().any(|t| t.name() == *name))
+        .collect()
+}
+
 #[test]
 fn initializers_listed_as_inputs_are_weights_in_ir_3() {
     let model = initializers_as_inputs(3);
     let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
     let names: Vec<&str> = out.report.tensors.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["w", "table"]);
-    // Their input entries go with them: no new required input.
-    assert_eq!(input_names(&out.model), ["x", "ids"]);
+    // Their input entries go with them, so no new required input; IR 3 lists every
+    // initializer as an input, so the decodings' initializers are listed too.
+    assert_eq!(required_inputs(&out.model), ["x", "ids"]);
+    let inputs = input_names(&out.model);
+    let g = out.model.graph.as_ref().unwrap();
+    assert!(!inputs.contains(&"w") && !inputs.contains(&"table"));
+    assert!(g.initializer.iter().all(|t| inputs.contains(&t.name())));
     let proof = prove(&model, &out);
     for output in &proof.outputs {
         assert_eq!(output.max_abs, 0.0, "{proof:?}");
     }
     insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn a_weight_inside_a_subgraph_of_an_ir_3_model_is_left_alone() {
+    // Its decoding's initializers would have to be inputs of the branch.
+    let mut then = ModelBuilder::new(17);
+    then.constant("w", float_matrix("w", 16, 16, 5));
+    then.node("MatMul", &["x", "w"], &["t"]);
+    then.output_f32("t");
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.input_bool("cond");
+    b.if_node(
+        "cond",
+        then.build_graph("then"),
+        ModelBuilder::new(17).passthrough_graph("else", "x"),
+        "y",
+    );
+    b.output_f32("y");
+    let mut model = b.build();
+    model.ir_version = Some(3);
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    assert!(out.report.tensors.is_empty());
+    assert_eq!(
+        out.report.skipped[0].reason,
+        SkipReason::Unsupported(
+            "weight 'w' is defined inside a subgraph of an IR < 4 model, where every initializer must be a graph input, which a subgraph's decoding cannot be".into()
+        )
+    );
 }
 
 #[test]
@@ -517,6 +560,7 @@ fn initializers_listed_as_inputs_need_the_flag_from_ir_4() {
     flagged.select.initializer_inputs = true;
     let out = rewrite(&model, &flagged).unwrap();
     assert_eq!(out.report.tensors.len(), 2);
+    // From IR 4 initializers need no input entry: only the real inputs are left.
     assert_eq!(input_names(&out.model), ["x", "ids"]);
     let proof = prove(&model, &out);
     for output in &proof.outputs {

@@ -240,7 +240,8 @@ fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
 }
 
 /// A rule's `decision`, or a skip when the model cannot carry it out: the weight's data
-/// is external and the model's folder unknown, or the opset is too old to decode.
+/// is external and the model's folder unknown, the opset is too old for the forms
+/// asked for, or the decoding would need initializers in a subgraph of an IR < 4 model.
 fn checked<'m>(graph: &Graph<'m>, config: &Config, decision: Match<'m>) -> Match<'m> {
     match decision {
         Match::Rewrite(p) if is_external(p.weight.tensor) && config.external_dir.is_none() => {
@@ -248,6 +249,14 @@ fn checked<'m>(graph: &Graph<'m>, config: &Config, decision: Match<'m>) -> Match
         }
         Match::Rewrite(_) if graph.opset < min_opset(config) => {
             Match::Skip(SkipReason::OpsetTooOld(graph.opset, min_opset(config)))
+        }
+        Match::Rewrite(p)
+            if p.weight.scope != 0 && matches!(graph.model.ir_version, Some(v) if v < 4) =>
+        {
+            Match::Skip(SkipReason::Unsupported(format!(
+                "weight '{}' is defined inside a subgraph of an IR < 4 model, where every initializer must be a graph input, which a subgraph's decoding cannot be",
+                p.weight.name
+            )))
         }
         decision => decision,
     }

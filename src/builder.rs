@@ -70,6 +70,14 @@ pub fn attr_floats(name: &str, values: &[f32]) -> AttributeProto {
     }
 }
 
+/// A string attribute.
+pub fn attr_string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        s: Some(value.as_bytes().to_vec()),
+        ..attribute(name, AttributeType::String)
+    }
+}
+
 /// A tensor attribute.
 pub fn attr_tensor(name: &str, value: TensorProto) -> AttributeProto {
     AttributeProto {
@@ -219,12 +227,15 @@ impl ModelBuilder {
         self
     }
 
+    /// Declares a graph output of unknown shape.
+    pub fn output(&mut self, name: &str, data_type: DataType) -> &mut Self {
+        self.graph.output.push(value_info(name, data_type, None));
+        self
+    }
+
     /// Declares a float32 graph output of unknown shape.
     pub fn output_f32(&mut self, name: &str) -> &mut Self {
-        self.graph
-            .output
-            .push(value_info(name, DataType::Float, None));
-        self
+        self.output(name, DataType::Float)
     }
 
     /// The graph alone, named `name` (for a subgraph).

@@ -92,6 +92,7 @@ impl Fit {
             stored_type: self.codebook_type,
             channel_axis: patch.channel_axis,
             bits: self.bits,
+            opset: graph.opset,
         };
         match &self.particles {
             Particles::Scalar(d) => decode::emit(&target, d, self.granularity, names, shared_table),

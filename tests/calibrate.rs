@@ -155,6 +155,27 @@ fn sensitivity_is_the_relative_output_error_of_one_weight() {
 }
 
 #[test]
+fn an_ir_3_weight_listed_as_an_input_is_probed_once() {
+    // IR 3 lists every initializer as a graph input (here before the real one): the
+    // probe feeds the weight through that one entry, after the samples' inputs.
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("w", &[2, 2]);
+    b.input_f32("x", &[1, 2]);
+    b.initializer(float_tensor("w", &[2, 2], FloatType::F32, &W));
+    b.node("MatMul", &["x", "w"], &["y"]);
+    b.output_f32("y");
+    let mut m = b.build();
+    m.ir_version = Some(3);
+    let calibration = samples(&[[1.0, 0.0], [0.0, 1.0]]);
+    let calibrated = calibrated(&m, &config(4), calibration, 2);
+    let curve = &calibrated.curves[0];
+    let point = (curve.points.iter())
+        .find(|p| p.setting.bits == 1 && p.setting.granularity == Granularity::Tensor)
+        .unwrap();
+    assert!((point.error - 2.0 / 114.0).abs() < 1e-12);
+}
+
+#[test]
 fn sensitivity_is_measured_on_the_logits_before_a_softmax() {
     // The error of 1 bit per tensor on y is 2/114 (as above), whatever squashes y.
     let one_bit_error = |m: &ModelProto| {

@@ -1,6 +1,6 @@
 //! The decode subgraph, run alone in tract, rebuilds exactly the weights the particle
 //! math says it should: every index width, granularity, channel axis, element type and
-//! opset from the oldest supported on.
+//! opset from the oldest supported on (7; below 11 without GatherElements and Range).
 
 use sora_onnx::builder::pseudo_random;
 use sora_onnx::forms::decode::emit;
@@ -137,6 +137,7 @@ fn check(case: Case) {
         stored_type: codebook,
         channel_axis,
         bits,
+        opset: case.opset,
     };
     let (got, shape) = run_in_tract(&decode_model(
         &target,
@@ -291,14 +292,18 @@ fn check_vectors(
         stored_type: FloatType::F16,
         channel_axis,
         bits,
+        opset: 17,
     };
-    let sub = vector::emit(&target, &decomposition, &mut Names::default());
-    let (got, shape) = run_in_tract(&model_of(sub, FloatType::F32, 17));
-    // Each stage's f16 particles are cast to f32 and the stages summed in f32.
-    let expected = decomposition.decoded(&matrix, |v| FloatType::F16.round(v));
-    assert_eq!(shape, vec![rows, cols]);
-    for (g, e) in got.iter().zip(&expected) {
-        assert!((g - e).abs() <= 1e-6 * e.abs().max(1.0), "{g} vs {e}");
+    for opset in [7, 17] {
+        let target = Target { opset, ..target };
+        let sub = vector::emit(&target, &decomposition, &mut Names::default());
+        let (got, shape) = run_in_tract(&model_of(sub, FloatType::F32, opset));
+        // Each stage's f16 particles are cast to f32 and the stages summed in f32.
+        let expected = decomposition.decoded(&matrix, |v| FloatType::F16.round(v));
+        assert_eq!(shape, vec![rows, cols]);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 1e-6 * e.abs().max(1.0), "{g} vs {e}");
+        }
     }
 }
 
@@ -307,6 +312,42 @@ fn vector_particles_decode_like_the_particle_math() {
     check_vectors(16, 6, 1, 2, 1, 4);
     check_vectors(6, 16, 0, 4, 2, 3);
     check_vectors(8, 8, 1, 1, 3, 2);
+}
+
+#[test]
+fn below_opset_11_codebooks_are_read_by_a_flat_gather() {
+    // Opset 7 is the oldest (broadcasting integer arithmetic); 9 and 10 keep Slice with
+    // attributes and have no Range or GatherElements either.
+    for opset in [7, 9, 10] {
+        for bits in [1, 3, 4, 8] {
+            for channel_axis in [0, 1] {
+                for granularity in [
+                    Granularity::Tensor,
+                    Granularity::Channel,
+                    Granularity::Block(3),
+                ] {
+                    check(Case {
+                        rows: 7,
+                        cols: 6,
+                        bits,
+                        granularity,
+                        channel_axis,
+                        opset,
+                        ..Case::default()
+                    });
+                }
+            }
+        }
+        check(Case {
+            rows: 4,
+            cols: 18,
+            channel_axis: 0,
+            dims: Some(vec![4, 3, 3, 2]),
+            codebook: FloatType::F16,
+            opset,
+            ..Case::default()
+        });
+    }
 }
 
 #[test]
@@ -347,6 +388,7 @@ fn generated_names_derive_from_the_weight_and_avoid_taken_names() {
         stored_type: FloatType::F32,
         channel_axis: 1,
         bits: 2,
+        opset: 17,
     };
     let mut names = Names::default();
     names.fresh("layer/w.particles");

@@ -437,3 +437,173 @@ fn alike_weights_read_one_shared_codebook() {
             .join("\n")
     );
 }
+
+/// `y = MatMul(x, w)`, `e = Gather(table, ids)` with both initializers also listed as
+/// graph inputs, in a model of IR version `ir`.
+fn initializers_as_inputs(ir: i64) -> ModelProto {
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.input("ids", DataType::Int64, &[Dim::Fixed(3)]);
+    b.input_f32("w", &[16, 8]);
+    b.input_f32("table", &[10, 8]);
+    b.initializer(float_tensor(
+        "w",
+        &[16, 8],
+        FloatType::F32,
+        &few_values(16, 8, 8, 41),
+    ));
+    b.initializer(float_tensor(
+        "table",
+        &[10, 8],
+        FloatType::F32,
+        &few_values(10, 8, 8, 42),
+    ));
+    b.node("MatMul", &["x", "w"], &["y"]);
+    b.node("Gather", &["table", "ids"], &["e"]);
+    b.output_f32("y");
+    b.output_f32("e");
+    let mut model = b.build();
+    model.ir_version = Some(ir);
+    model
+}
+
+fn input_names(model: &ModelProto) -> Vec<&str> {
+    (model.graph.as_ref().unwrap().input.iter())
+        .map(|i| i.name())
+        .collect()
+}
+
+/// The main graph's inputs without an initializer: what a caller must feed.
+fn required_inputs(model: &ModelProto) -> Vec<&str> {
+    let g = model.graph.as_ref().unwrap();
+    (g.input.iter())
+        .map(|i| i.name())
+        .filter(|name| !g.initializer.iter().any(|t| t.name() == *name))
+        .collect()
+}
+
+#[test]
+fn initializers_listed_as_inputs_are_weights_in_ir_3() {
+    let model = initializers_as_inputs(3);
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    let names: Vec<&str> = out.report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["w", "table"]);
+    // Their input entries go with them, so no new required input; IR 3 lists every
+    // initializer as an input, so the decodings' initializers are listed too.
+    assert_eq!(required_inputs(&out.model), ["x", "ids"]);
+    let inputs = input_names(&out.model);
+    let g = out.model.graph.as_ref().unwrap();
+    assert!(!inputs.contains(&"w") && !inputs.contains(&"table"));
+    assert!(g.initializer.iter().all(|t| inputs.contains(&t.name())));
+    let proof = prove(&model, &out);
+    for output in &proof.outputs {
+        assert_eq!(output.max_abs, 0.0, "{proof:?}");
+    }
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn a_weight_inside_a_subgraph_of_an_ir_3_model_is_left_alone() {
+    // Its decoding's initializers would have to be inputs of the branch.
+    let mut then = ModelBuilder::new(17);
+    then.constant("w", float_matrix("w", 16, 16, 5));
+    then.node("MatMul", &["x", "w"], &["t"]);
+    then.output_f32("t");
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.input_bool("cond");
+    b.if_node(
+        "cond",
+        then.build_graph("then"),
+        ModelBuilder::new(17).passthrough_graph("else", "x"),
+        "y",
+    );
+    b.output_f32("y");
+    let mut model = b.build();
+    model.ir_version = Some(3);
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    assert!(out.report.tensors.is_empty());
+    assert_eq!(
+        out.report.skipped[0].reason,
+        SkipReason::Unsupported(
+            "weight 'w' is defined inside a subgraph of an IR < 4 model, where every initializer must be a graph input, which a subgraph's decoding cannot be".into()
+        )
+    );
+}
+
+#[test]
+fn initializers_listed_as_inputs_need_the_flag_from_ir_4() {
+    let model = initializers_as_inputs(8);
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    assert!(out.report.tensors.is_empty());
+    let skipped: Vec<(String, SkipReason)> = (out.report.skipped.iter())
+        .map(|s| (s.node.clone(), s.reason.clone()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            (
+                "MatMul_0".into(),
+                SkipReason::OverridableInitializer("w".into())
+            ),
+            (
+                "Gather_1".into(),
+                SkipReason::OverridableInitializer("table".into())
+            ),
+        ]
+    );
+    assert_eq!(
+        skipped[0].1.to_string(),
+        "weight 'w' is an initializer that is also a graph input, so callers may override it (--initializer-inputs rewrites it anyway and removes the input)"
+    );
+    let mut flagged = config(3, Granularity::Channel);
+    flagged.select.initializer_inputs = true;
+    let out = rewrite(&model, &flagged).unwrap();
+    assert_eq!(out.report.tensors.len(), 2);
+    // From IR 4 initializers need no input entry: only the real inputs are left.
+    assert_eq!(input_names(&out.model), ["x", "ids"]);
+    let proof = prove(&model, &out);
+    for output in &proof.outputs {
+        assert_eq!(output.max_abs, 0.0, "{proof:?}");
+    }
+}
+
+#[test]
+fn a_subgraph_input_named_like_an_initializer_is_never_a_weight() {
+    // The Loop binds its body's inputs on every iteration: a body initializer of the
+    // same name is no default there, whatever the flag says.
+    let mut body = ModelBuilder::new(17);
+    body.input("i", DataType::Int64, &[]);
+    body.input("c", DataType::Bool, &[]);
+    body.input_f32("v", &[2, 16]);
+    body.input_f32("u", &[16, 16]);
+    body.initializer(float_matrix("u", 16, 16, 3));
+    body.initializer(float_matrix("w", 16, 16, 4));
+    body.node("Identity", &["c"], &["c_out"]);
+    body.node("MatMul", &["v", "u"], &["vu"]);
+    body.node("MatMul", &["vu", "w"], &["v_out"]);
+    body.node("Identity", &["u"], &["u_out"]);
+    body.output("c_out", DataType::Bool);
+    body.output_f32("v_out");
+    body.output_f32("u_out");
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.input_f32("u0", &[16, 16]);
+    b.input("n", DataType::Int64, &[]);
+    b.input_bool("go");
+    b.node("Loop", &["n", "go", "x", "u0"], &["y", "u_last"])
+        .attribute
+        .push(sora_onnx::builder::attr_graph(
+            "body",
+            body.build_graph("body"),
+        ));
+    b.output_f32("y");
+    let model = b.build();
+    let mut flagged = config(3, Granularity::Channel);
+    flagged.select.initializer_inputs = true;
+    let out = rewrite(&model, &flagged).unwrap();
+    let names: Vec<&str> = out.report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["w"]);
+    let skipped: Vec<&SkipReason> = out.report.skipped.iter().map(|s| &s.reason).collect();
+    assert_eq!(skipped, [&SkipReason::DynamicWeight("u".into())]);
+}

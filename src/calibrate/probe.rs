@@ -95,6 +95,9 @@ impl Probe {
                 moved.insert(c.name.to_string(), g.input.len());
                 positions.push((facts.len(), *transposed));
                 let data_type = DataType::try_from(c.tensor.data_type()).unwrap_or(DataType::Float);
+                // An initializer that was also a graph input (IR < 4, --initializer-inputs)
+                // keeps one entry: the probe's, after the real inputs.
+                g.input.retain(|i| i.name() != c.name);
                 g.input.push(value_info(c.name, data_type, None));
                 facts.push((datum(float_type), dims));
             }

@@ -14,8 +14,10 @@
 //! per channel, rows:       W = GatherElements(particles[N,K], index[N,M], axis=1)
 //! per block of G inputs:   W = GatherElements(particles[B*K,M], index + (row/G)*K, axis=0)
 //!                          (rows as channels: particles[N,B*K], index + (col/G)*K, axis=1)
+//! below opset 11:          W = Gather(particles[C*K], index + K*(channel*B + block))
+//!                          (one broadcast Add per row term and per column term)
 //! f16 particles:           particles --Cast(weight type)--> before the gather
-//! weights of rank != 2:    W = Reshape(W[O, rest], dims)        (Conv)
+//! dims other than N x M:   W = Reshape(W[N,M], dims)      (Conv, LSTM, whole tensors)
 //! outliers kept exact:     W = Reshape(ScatterElements(Reshape(W, [-1]), positions, values), dims)
 //! ```
 //!
@@ -26,7 +28,9 @@
 //! indices: tract evaluates int64 Div through its symbolic-dimension arithmetic (~10x
 //! slower), and tract 0.23 accumulates integer ReduceSum in i32, so the unpacking never
 //! sums whole words. Every op is in the default domain and valid from opset
-//! [`MIN_OPSET`].
+//! [`MIN_OPSET`] (7): below 11 codebooks are read by a flat Gather instead of
+//! GatherElements, the byte table starts from stored bytes instead of Range, and below
+//! 10 Slice takes attributes.
 
 use super::{Emitter, Subgraph, Target, cast_table, reshape, unpacked_index};
 use crate::builder::attr_int;
@@ -34,8 +38,13 @@ use crate::graph::Names;
 use crate::onnx::tensor::float_tensor;
 use crate::particles::{Decomposition, Granularity, Matrix};
 
-/// Oldest default-domain opset the decode form can be written in (GatherElements).
-pub const MIN_OPSET: i64 = 11;
+/// Oldest default-domain opset the decode form can be written in: Cast to int32,
+/// Reshape with a shape input, broadcasting integer Div/Mul/Sub/Add.
+pub const MIN_OPSET: i64 = 7;
+
+/// First opset with GatherElements, which per-channel codebooks read; before it they
+/// are read by one Gather from the codebooks laid end to end.
+pub const GATHER_ELEMENTS_OPSET: i64 = 11;
 
 /// Writes the decode subgraph rebuilding `target` from `decomposition` at
 /// `granularity`, valid in a model of opset >= [`MIN_OPSET`]. With `shared_table`, the
@@ -56,6 +65,7 @@ pub fn emit(
         &decomposition.index,
         target.bits,
         target.shape,
+        target.opset,
     );
     let matrix = Matrix {
         values: &[],
@@ -68,10 +78,16 @@ pub fn emit(
     let blocks = matrix.blocks(granularity);
     // Particle tables: [K] per tensor; per channel (and block) laid out so that
     // GatherElements along the input axis reads codebook (channel, block) at
-    // index + block * K.
+    // index + block * K; below opset 11 every codebook end to end, [codebooks * K].
+    let flat = granularity != Granularity::Tensor && target.opset < GATHER_ELEMENTS_OPSET;
     let (dims, values, axis): (Vec<usize>, Vec<f64>, Option<i64>) =
         match (granularity, target.channel_axis) {
             (Granularity::Tensor, _) => (vec![k], books[0].clone(), None),
+            _ if flat => (
+                vec![books.len() * k],
+                books.iter().flatten().copied().collect(),
+                None,
+            ),
             (_, 0) => (
                 vec![rows, blocks * k],
                 books.iter().flatten().copied().collect(),
@@ -102,6 +118,9 @@ pub fn emit(
         target.stored_type,
         target.float_type,
     );
+    if flat {
+        index = flat_index(&mut e, index, target, granularity, (blocks, k));
+    }
     let mut decoded = match axis {
         None => e.op(
             "Gather",
@@ -147,11 +166,50 @@ pub fn emit(
             axis,
         );
     }
-    if target.dims.len() != 2 || !outliers.is_empty() {
+    if !target.is_matrix() || !outliers.is_empty() {
         decoded = reshape(&mut e, &decoded, target.dims);
     }
     Subgraph {
         table: stored,
         ..e.finish(decoded)
     }
+}
+
+/// Below opset 11: where each weight's particle is in the codebooks laid end to end,
+/// `index + K * (channel * blocks + block)`, added as one term per row and one per
+/// column (broadcast), the channel's along the channel axis and the block's along the
+/// other.
+fn flat_index(
+    e: &mut Emitter,
+    mut index: String,
+    target: &Target,
+    granularity: Granularity,
+    (blocks, k): (usize, usize),
+) -> String {
+    let [rows, cols] = target.shape;
+    let size = match granularity {
+        Granularity::Block(size) => size.max(1),
+        _ => usize::MAX,
+    };
+    let channel = |c: usize| (c * blocks * k) as i32;
+    let block = |i: usize| (i / size * k) as i32;
+    let (by_row, by_column): (Vec<i32>, Vec<i32>) = if target.channel_axis == 0 {
+        (
+            (0..rows).map(channel).collect(),
+            (0..cols).map(block).collect(),
+        )
+    } else {
+        (
+            (0..rows).map(block).collect(),
+            (0..cols).map(channel).collect(),
+        )
+    };
+    for (terms, shape) in [(by_row, [rows, 1]), (by_column, [1, cols])] {
+        if terms.iter().all(|&t| t == 0) {
+            continue;
+        }
+        let offsets = e.int32s("index.offsets", &shape, &terms);
+        index = e.op("Add", &[&index, &offsets], "index.flat", vec![]);
+    }
+    index
 }

@@ -33,7 +33,7 @@
 //! intermediate at run time (elements also its expanded index): for B larger than d
 //! that is more than the dense weight. Every op is in the default domain; ReduceSum
 //! takes its axes as an input from opset 13 and as an attribute before, so the form is
-//! valid from opset 11 like the decode form.
+//! valid from opset 11 (GatherElements, Slice bounds as inputs).
 
 use super::{Emitter, Subgraph, Target, cast_table, unpacked_index};
 use crate::builder::{attr_int, attr_ints};
@@ -73,7 +73,14 @@ pub fn emit(
     let by_channel: Vec<u8> = (0..m)
         .flat_map(|c| (0..s).map(move |i| d.index[i * m + c]))
         .collect();
-    let index = unpacked_index(&mut e, "lut_index", &by_channel, target.bits, [m, s]);
+    let index = unpacked_index(
+        &mut e,
+        "lut_index",
+        &by_channel,
+        target.bits,
+        [m, s],
+        target.opset,
+    );
     let offsets: Vec<i32> = (0..s).map(|i| (i * k) as i32).collect();
     let offsets = e.int32s("lut_index.offsets", &[1, s], &offsets);
     let mut flat = e.op("Add", &[&index, &offsets], "lut_index.flat", vec![]);

@@ -22,7 +22,14 @@ pub fn emit(target: &Target, grid: &ScaledGrid, names: &mut Names) -> Subgraph {
     let [rows, cols] = target.shape;
     let g = grid;
     let mut e = Emitter::new(target.weight, names);
-    let index = unpacked_index(&mut e, "index", &g.index, target.bits, target.shape);
+    let index = unpacked_index(
+        &mut e,
+        "index",
+        &g.index,
+        target.bits,
+        target.shape,
+        target.opset,
+    );
     let grid = particles(
         &mut e,
         "grid",
@@ -45,7 +52,7 @@ pub fn emit(target: &Target, grid: &ScaledGrid, names: &mut Names) -> Subgraph {
     let ty = target.float_type;
     let scales = e.constant("scales", |n| float_tensor(n, &scale_dims, ty, &g.scales));
     let decoded = e.op("Mul", &[&values, &scales], "decoded", vec![]);
-    let decoded = if target.dims.len() == 2 {
+    let decoded = if target.is_matrix() {
         decoded
     } else {
         reshape(&mut e, &decoded, target.dims)

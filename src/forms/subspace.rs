@@ -11,7 +11,7 @@
 //!
 //! The index is bit-packed and unpacked like the decode form's, the codebooks may be
 //! stored in half precision and cast; a weight of rank != 2 (Conv) is reshaped to its
-//! dims. Valid from opset 11 like the decode form. The LUT form (`forms::lut`) reads
+//! dims. Valid from opset 7 like the decode form. The LUT form (`forms::lut`) reads
 //! the same particles without rebuilding the weight.
 
 use super::{Emitter, Subgraph, Target, particles, reshape, unpacked_index};
@@ -23,7 +23,7 @@ use crate::particles::subspace::SubspaceDecomposition;
 pub fn emit(target: &Target, d: &SubspaceDecomposition, names: &mut Names) -> Subgraph {
     let mut e = Emitter::new(target.weight, names);
     let (s, m, k) = (d.subspaces, d.channels, d.particles);
-    let index = unpacked_index(&mut e, "index", &d.index, target.bits, [s, m]);
+    let index = unpacked_index(&mut e, "index", &d.index, target.bits, [s, m], target.opset);
     let offsets: Vec<i32> = (0..s).map(|i| (i * k) as i32).collect();
     let offsets = e.int32s("index.offsets", &[s, 1], &offsets);
     let flat = e.op("Add", &[&index, &offsets], "index.flat", vec![]);

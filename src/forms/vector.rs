@@ -11,7 +11,7 @@
 //!
 //! Each stage's index is bit-packed and unpacked like the decode form's; particles
 //! may be stored in half precision and cast. A weight of rank != 2 (Conv) is reshaped
-//! to its dims at the end. Valid from opset 11 like the decode form.
+//! to its dims at the end. Valid from opset 7 like the decode form.
 
 use super::{Emitter, Subgraph, Target, particles, reshape, unpacked_index};
 use crate::builder::{attr_int, attr_ints};
@@ -37,6 +37,7 @@ pub fn emit(target: &Target, decomposition: &VectorDecomposition, names: &mut Na
             &stage.index,
             target.bits,
             index_shape,
+            target.opset,
         );
         let k = stage.codebook.len() / d;
         let table = particles(

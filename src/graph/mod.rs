@@ -335,10 +335,23 @@ impl<'m> Graph<'m> {
 
     /// The constant that input `name` of a node in `scope` reads, if it is one.
     pub fn constant(&self, scope: usize, name: &str) -> Option<Constant<'m>> {
+        self.constant_with_defaults(scope, name, false)
+    }
+
+    /// Like [`Graph::constant`], but with `defaults` an initializer of the main graph
+    /// that is also a graph input counts too: its value is the input's default, which
+    /// the model is read with (in IR < 4 every initializer is listed as an input). A
+    /// subgraph's inputs are always bound by the node holding it, so never there.
+    pub fn constant_with_defaults(
+        &self,
+        scope: usize,
+        name: &str,
+        defaults: bool,
+    ) -> Option<Constant<'m>> {
         let (def_scope, def) = self.resolve(scope, name)?;
         let s = &self.scopes[def_scope];
         let (source, tensor) = match def {
-            Def::Initializer(i) if !s.inputs.contains(name) => {
+            Def::Initializer(i) if !s.inputs.contains(name) || (defaults && def_scope == 0) => {
                 (ConstantSource::Initializer(i), &s.graph.initializer[i])
             }
             Def::Output { node, slot: 0 } => {
@@ -357,12 +370,13 @@ impl<'m> Graph<'m> {
         })
     }
 
-    /// Whether `name`, read in `scope`, is an initializer that is also a graph input,
-    /// so a caller may feed another value.
+    /// Whether `name`, read in `scope`, is an initializer of the main graph that is
+    /// also a graph input, so a caller may feed another value. (A subgraph's inputs
+    /// are bound by the node holding it: there the value is never the initializer.)
     pub fn is_overridable_initializer(&self, scope: usize, name: &str) -> bool {
         matches!(
             self.resolve(scope, name),
-            Some((s, Def::Initializer(_))) if self.scopes[s].inputs.contains(name)
+            Some((0, Def::Initializer(_))) if self.scopes[0].inputs.contains(name)
         )
     }
 

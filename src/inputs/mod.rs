@@ -302,7 +302,8 @@ fn gather_table_size(graph: &Graph, input: &str) -> Option<i64> {
         let n = graph.node(node);
         match (n.op_type(), slot) {
             ("Gather", 1) => {
-                let table = graph.constant(node.scope, &n.input[0])?;
+                // The table the model runs with, even one a caller could override.
+                let table = graph.constant_with_defaults(node.scope, &n.input[0], true)?;
                 let axis = n
                     .attribute
                     .iter()

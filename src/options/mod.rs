@@ -110,7 +110,9 @@ pub struct ParticleOptions {
     /// iterations on the sorted values: a local optimum, several times faster).
     #[arg(long, value_enum, default_value_t = CodebookFit::Exact)]
     pub fit: CodebookFit,
-    /// Op types whose weights are rewritten, comma-separated.
+    /// Op types whose weights are rewritten, comma-separated. `Other` (not a default)
+    /// adds the constant float inputs of at least --min-elements elements of every op
+    /// that has no rule of its own, each decoded per tensor.
     #[arg(long, value_delimiter = ',', default_values_t = default_ops())]
     pub ops: Vec<String>,
     /// Leave weights with fewer elements alone.
@@ -122,6 +124,11 @@ pub struct ParticleOptions {
     /// Never rewrite nodes whose name or weight name matches one of these globs.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Rewrite initializers that are also graph inputs (callers could feed another
+    /// value) as weights too; their input entries are removed. IR < 4 models list every
+    /// initializer as an input, and there they always are.
+    #[arg(long)]
+    pub initializer_inputs: bool,
 }
 
 /// Named settings of calibration.
@@ -214,6 +221,7 @@ impl ParticleOptions {
                 ops: self.ops.clone(),
                 min_elements: self.min_elements,
                 names: Selection::new(&self.include, &self.exclude)?,
+                initializer_inputs: self.initializer_inputs,
             },
             bits: self.bits.unwrap_or(if self.lossless { 8 } else { 4 }),
             granularity: self.granularity,

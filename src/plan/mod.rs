@@ -14,11 +14,11 @@ pub use relation::{Relation, RelationGraph, WeightNode};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::forms::decode::MIN_OPSET;
+use crate::forms::min_opset;
 use crate::graph::{Constant, ConstantSource, Graph, Use, is_default};
 use crate::onnx::external::is_external;
 use crate::particles::Granularity;
-use crate::rules::{Match, RULES, SkipReason, WeightPatch};
+use crate::rules::{Match, OTHER, SkipReason, WeightPatch, rule_for};
 
 /// The particle settings of one weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -160,20 +160,25 @@ impl<'m> Plan<'m> {
 }
 
 /// The setting `config` gives a weight first read by `patch` at `bits`: its
-/// granularity choice resolved for the weight's shape.
+/// granularity choice resolved for the weight's shape. A view with one channel (a
+/// whole-tensor layout) has one codebook per channel or per tensor alike, written as
+/// per tensor: a Gather from `[K]` particles, not a GatherElements from `[1, K]`.
 fn common_setting(patch: &WeightPatch, config: &Config, bits: u32) -> Setting {
     let particle_size = config
         .codebook_type
         .resolve(patch.float_type, &[], false)
         .size();
+    let granularity =
+        config
+            .granularity
+            .resolve(patch.shape, patch.channel_axis, bits, particle_size);
+    let one_channel = patch.shape[patch.channel_axis] == 1;
     Setting {
         bits,
-        granularity: config.granularity.resolve(
-            patch.shape,
-            patch.channel_axis,
-            bits,
-            particle_size,
-        ),
+        granularity: match granularity {
+            Granularity::Channel if one_channel => Granularity::Tensor,
+            granularity => granularity,
+        },
     }
 }
 
@@ -186,40 +191,36 @@ fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
         if !is_default(node.domain()) {
             continue;
         }
-        let rule = RULES
-            .iter()
-            .find(|r| r.op == node.op_type() && config.select.runs(r.op));
-        let Some(rule) = rule else {
+        let Some(rule) = rule_for(node.op_type()).filter(|r| config.select.runs(r.op)) else {
             continue;
         };
-        let decision = match (rule.matches)(graph, id, &config.select) {
-            Match::Rewrite(p) if is_external(p.weight.tensor) && config.external_dir.is_none() => {
-                Match::Skip(SkipReason::ExternalData(p.weight.name.into()))
-            }
-            Match::Rewrite(_) if graph.opset < MIN_OPSET => {
-                Match::Skip(SkipReason::OpsetTooOld(graph.opset, MIN_OPSET))
-            }
-            decision => decision,
-        };
-        match decision {
-            Match::Rewrite(patch) => {
-                let key = (patch.weight.scope, patch.weight.source);
-                let slot = *by_weight.entry(key).or_insert_with(|| {
-                    plan.weights.push(WeightPlan {
-                        patches: Vec::new(),
-                        ties: Vec::new(),
-                        setting: common_setting(&patch, config, config.bits),
+        for decision in (rule.matches)(graph, id, &config.select) {
+            match checked(graph, config, decision) {
+                Match::Rewrite(patch) => {
+                    let key = (patch.weight.scope, patch.weight.source);
+                    let slot = *by_weight.entry(key).or_insert_with(|| {
+                        plan.weights.push(WeightPlan {
+                            patches: Vec::new(),
+                            ties: Vec::new(),
+                            setting: common_setting(&patch, config, config.bits),
+                        });
+                        plan.weights.len() - 1
                     });
-                    plan.weights.len() - 1
-                });
-                plan.weights[slot].patches.push(patch);
+                    plan.weights[slot].patches.push(patch);
+                }
+                Match::Skip(reason) => plan.skipped.push(Skipped {
+                    node: graph.label(id),
+                    reason,
+                }),
             }
-            Match::Skip(reason) => plan.skipped.push(Skipped {
-                node: graph.label(id),
-                reason,
-            }),
-            Match::NotCandidate => {}
         }
+    }
+    // A weight's own rule knows its view better than the catch-all: its readers first.
+    for w in &mut plan.weights {
+        let catch_all =
+            |p: &WeightPatch| rule_for(graph.node(p.node).op_type()).map(|r| r.op) == Some(OTHER);
+        w.patches.sort_by_key(catch_all);
+        w.setting = common_setting(w.first(), config, config.bits);
     }
     let (weights, shared): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.weights)
         .into_iter()
@@ -236,6 +237,29 @@ fn matched<'m>(graph: &Graph<'m>, config: &Config) -> Plan<'m> {
         }
     }
     plan
+}
+
+/// A rule's `decision`, or a skip when the model cannot carry it out: the weight's data
+/// is external and the model's folder unknown, the opset is too old for the forms
+/// asked for, or the decoding would need initializers in a subgraph of an IR < 4 model.
+fn checked<'m>(graph: &Graph<'m>, config: &Config, decision: Match<'m>) -> Match<'m> {
+    match decision {
+        Match::Rewrite(p) if is_external(p.weight.tensor) && config.external_dir.is_none() => {
+            Match::Skip(SkipReason::ExternalData(p.weight.name.into()))
+        }
+        Match::Rewrite(_) if graph.opset < min_opset(config) => {
+            Match::Skip(SkipReason::OpsetTooOld(graph.opset, min_opset(config)))
+        }
+        Match::Rewrite(p)
+            if p.weight.scope != 0 && matches!(graph.model.ir_version, Some(v) if v < 4) =>
+        {
+            Match::Skip(SkipReason::Unsupported(format!(
+                "weight '{}' is defined inside a subgraph of an IR < 4 model, where every initializer must be a graph input, which a subgraph's decoding cannot be",
+                p.weight.name
+            )))
+        }
+        decision => decision,
+    }
 }
 
 /// A reader of the weight that is not one of the plan's patches, if any.

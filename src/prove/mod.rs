@@ -249,7 +249,13 @@ pub fn validate(
     let mut ran = 0;
     let stop = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+        // Past the deadline, what the worker queued meanwhile is too late: without this,
+        // a fast worker's queued samples were read by a zero timeout.
+        let received = match left.is_zero() {
+            true => Err(mpsc::RecvTimeoutError::Timeout),
+            false => rx.recv_timeout(left),
+        };
+        match received {
             Ok(Progress::Loaded(a, b)) => levels = Some((a, b)),
             Ok(Progress::Sample(s)) => {
                 sums = s;

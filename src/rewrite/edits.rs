@@ -4,9 +4,11 @@
 use std::collections::HashSet;
 
 use crate::bias::BiasFix;
+use crate::builder::{Dim, value_info};
 use crate::error::Result;
 use crate::forms::Subgraph;
 use crate::graph::{ConstantSource, Graph, GraphStep};
+use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_tensor, float_values};
 use crate::plan::WeightPlan;
@@ -17,7 +19,8 @@ struct ScopeEdits {
     path: Vec<GraphStep>,
     /// (position, order of the weight, replace the node at position?, nodes).
     insertions: Vec<(usize, usize, bool, Vec<NodeProto>)>,
-    /// Names of the weights replaced: their initializers and value_info go.
+    /// Names of the weights replaced: their initializers, value_info and graph input
+    /// entries (an initializer that was also an input) go.
     removed_names: HashSet<String>,
     initializers: Vec<TensorProto>,
 }
@@ -157,7 +160,11 @@ impl Edits {
                 .retain(|t| !edits.removed_names.contains(t.name()));
             g.value_info
                 .retain(|v| !edits.removed_names.contains(v.name()));
+            g.input.retain(|v| !edits.removed_names.contains(v.name()));
             g.initializer.extend(edits.initializers);
+        }
+        if matches!(model.ir_version, Some(v) if v < 4) {
+            list_initializers_as_inputs(graph_at(model, &[]));
         }
         Ok(())
     }
@@ -174,6 +181,22 @@ impl Edits {
             .expect("just added");
         &mut self.scopes[at].1
     }
+}
+
+/// IR < 4 requires every initializer of the graph to be listed as a graph input (its
+/// default value; runtimes read such a model's initializers as constants): the ones the
+/// rewrite added get an entry of their type and shape, after the others.
+fn list_initializers_as_inputs(g: &mut GraphProto) {
+    let listed: HashSet<String> = g.input.iter().map(|i| i.name().to_string()).collect();
+    let missing: Vec<_> = (g.initializer.iter())
+        .filter(|t| !listed.contains(t.name()))
+        .map(|t| {
+            let dims: Vec<Dim> = t.dims.iter().map(|&d| Dim::Fixed(d as usize)).collect();
+            let data_type = DataType::try_from(t.data_type()).unwrap_or(DataType::Undefined);
+            value_info(t.name(), data_type, Some(&dims))
+        })
+        .collect();
+    g.input.extend(missing);
 }
 
 /// The graph reached from the main graph by `path`.

@@ -15,10 +15,11 @@ use crate::graph::{Graph, NodeId};
 /// The Conv rule.
 pub const RULE: Rule = Rule {
     op: "Conv",
+    default: true,
     matches,
 };
 
 /// Matches a Conv whose weight is a constant float tensor.
-fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
-    weight_input(graph, node, 1, Layout::ChannelsFirst, select)
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Vec<Match<'m>> {
+    vec![weight_input(graph, node, 1, Layout::ChannelsFirst, select)]
 }

@@ -9,35 +9,42 @@
 //! at channel granularity. Gathers over computed or integer tensors (shape lookups)
 //! are not candidates; other axes are skipped with a reason.
 
-use super::{Layout, Match, Rule, Select, SkipReason, weight_input};
+use super::{Layout, Match, Rule, Select, SkipReason, stored_input, weight_input};
 use crate::graph::{Graph, NodeId};
 use crate::onnx::tensor::FloatType;
 
 /// The Gather rule.
 pub const RULE: Rule = Rule {
     op: "Gather",
+    default: true,
     matches,
 };
 
 /// Matches a Gather along axis 0 of a constant float table.
-fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Vec<Match<'m>> {
     let n = graph.node(node);
-    let Some(table) = n.input.first().and_then(|t| graph.constant(node.scope, t)) else {
-        return Match::NotCandidate;
+    let Some(table) = stored_input(graph, node, 0) else {
+        return Vec::new();
     };
-    if FloatType::from_data_type(table.tensor.data_type()).is_none() {
-        return Match::NotCandidate;
+    if FloatType::from_data_type(table.data_type()).is_none() {
+        return Vec::new();
     }
     let axis = n
         .attribute
         .iter()
         .find(|a| a.name() == "axis")
         .map_or(0, |a| a.i());
-    if axis != 0 && axis != -(table.tensor.dims.len() as i64) {
-        return Match::Skip(SkipReason::Unsupported(format!(
+    if axis != 0 && axis != -(table.dims.len() as i64) {
+        return vec![Match::Skip(SkipReason::Unsupported(format!(
             "Gather along axis {axis} of '{}': only row lookups (axis 0) are rewritten",
-            table.name
-        )));
+            n.input[0]
+        )))];
     }
-    weight_input(graph, node, 0, Layout::Matrix { channel_axis: 1 }, select)
+    vec![weight_input(
+        graph,
+        node,
+        0,
+        Layout::Matrix { channel_axis: 1 },
+        select,
+    )]
 }

@@ -15,11 +15,12 @@ use crate::graph::{Graph, NodeId};
 /// The Gemm rule.
 pub const RULE: Rule = Rule {
     op: "Gemm",
+    default: true,
     matches,
 };
 
 /// Matches a Gemm whose input B is a constant float matrix.
-fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Vec<Match<'m>> {
     let n = graph.node(node);
     let attribute = |name: &str| n.attribute.iter().find(|a| a.name() == name);
     let flag = |name: &str| attribute(name).map_or(0, |a| a.i());
@@ -27,18 +28,18 @@ fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
         0 => false,
         1 => true,
         other => {
-            return Match::Skip(SkipReason::Unsupported(format!(
+            return vec![Match::Skip(SkipReason::Unsupported(format!(
                 "Gemm transA = {other} is not 0 or 1"
-            )));
+            )))];
         }
     };
     let channel_axis = match flag("transB") {
         0 => 1,
         1 => 0,
         other => {
-            return Match::Skip(SkipReason::Unsupported(format!(
+            return vec![Match::Skip(SkipReason::Unsupported(format!(
                 "Gemm transB = {other} is not 0 or 1"
-            )));
+            )))];
         }
     };
     let bias = match n.input.get(2).filter(|c| !c.is_empty()) {
@@ -57,5 +58,5 @@ fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
         bias,
     };
     let layout = Layout::Matrix { channel_axis };
-    weight_input(graph, node, 1, layout, select).with_linear(linear)
+    vec![weight_input(graph, node, 1, layout, select).with_linear(linear)]
 }

@@ -16,11 +16,12 @@ use crate::graph::{Graph, NodeId};
 /// The MatMul rule.
 pub const RULE: Rule = Rule {
     op: "MatMul",
+    default: true,
     matches,
 };
 
 /// Matches a MatMul whose input B is a constant float matrix.
-fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
+fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Vec<Match<'m>> {
     let n = graph.node(node);
     let linear = Linear {
         x: n.input.first().map_or("", String::as_str),
@@ -31,5 +32,5 @@ fn matches<'m>(graph: &Graph<'m>, node: NodeId, select: &Select) -> Match<'m> {
         bias: Bias::Following,
     };
     let layout = Layout::Matrix { channel_axis: 1 };
-    weight_input(graph, node, 1, layout, select).with_linear(linear)
+    vec![weight_input(graph, node, 1, layout, select).with_linear(linear)]
 }

@@ -4,6 +4,7 @@
 
 use super::{Match, Select, SkipReason, Unselected};
 use crate::graph::{Constant, Graph, NodeId};
+use crate::onnx::proto::TensorProto;
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::tensor::{FloatType, data_type_name, element_count};
 
@@ -18,6 +19,17 @@ pub enum Layout {
     /// A weight of rank >= 2 whose first axis is the output channel (Conv): viewed as
     /// `[dims[0], product of the rest]` with channels along rows.
     ChannelsFirst,
+    /// A weight of any rank viewed as `[n, elements / n]`, channels along rows: row `r`
+    /// is the `r`-th of `n` equal consecutive blocks of the flat weight (LSTM's W is
+    /// `Rows(directions * gates)`: one channel per direction and gate). [`Layout::WHOLE`]
+    /// is the whole tensor as one channel.
+    Rows(usize),
+}
+
+impl Layout {
+    /// The whole tensor as one channel, `[1, elements]`: one codebook for the tensor at
+    /// tensor and channel granularity (blocks of `--granularity block:G` still split it).
+    pub const WHOLE: Layout = Layout::Rows(1);
 }
 
 /// A reader that computes `Y = alpha * X . W (+ beta * C)` from an activation `X` and
@@ -109,7 +121,7 @@ pub fn weight_input<'m>(
             Unselected::Excluded(p) => SkipReason::Excluded(p),
         });
     }
-    let Some(weight) = graph.constant(node.scope, name) else {
+    let Some(weight) = weight_constant(graph, node.scope, name, select) else {
         if graph.is_overridable_initializer(node.scope, name) {
             return skip(SkipReason::OverridableInitializer(name.into()));
         }
@@ -136,6 +148,9 @@ pub fn weight_input<'m>(
         (Layout::ChannelsFirst, &[channels, _, ..]) if channels > 0 => {
             ([channels as usize, elements / channels as usize], 0)
         }
+        (Layout::Rows(n), _) if n > 0 && elements > 0 && elements % n == 0 => {
+            ([n, elements / n], 0)
+        }
         _ => return not_matrix(),
     };
     if elements < select.min_elements {
@@ -154,6 +169,29 @@ pub fn weight_input<'m>(
         channel_axis,
         linear: None,
     })
+}
+
+/// The constant that input `name` of a node in `scope` reads, if it is one. An
+/// initializer of the main graph that is also a graph input counts in a model of IR
+/// version < 4 (where every initializer must be listed as an input: it is the input's
+/// default, not an invitation to override it) and under `--initializer-inputs`.
+pub fn weight_constant<'m>(
+    graph: &Graph<'m>,
+    scope: usize,
+    name: &str,
+    select: &Select,
+) -> Option<Constant<'m>> {
+    let defaults = select.initializer_inputs || matches!(graph.model.ir_version, Some(v) if v < 4);
+    graph.constant_with_defaults(scope, name, defaults)
+}
+
+/// The tensor input `slot` of `node` holds when the model stores it (a constant, or
+/// an initializer that is also a graph input, which [`weight_input`] then rewrites or
+/// skips as [`weight_constant`] says); `None` for a value computed at run time.
+pub fn stored_input<'m>(graph: &Graph<'m>, node: NodeId, slot: usize) -> Option<&'m TensorProto> {
+    let name = graph.node(node).input.get(slot).filter(|n| !n.is_empty())?;
+    let stored = graph.constant_with_defaults(node.scope, name, true);
+    stored.map(|c| c.tensor)
 }
 
 /// How `name` is dequantized from integers at run time, if it visibly is: the output

@@ -15,6 +15,10 @@ pub struct Select {
     pub min_elements: usize,
     /// Which nodes and weights, by name.
     pub names: Selection,
+    /// Initializers that are also graph inputs (callers may feed another value) are
+    /// rewritten as weights too, their input entries removed (`--initializer-inputs`).
+    /// In IR < 4 models they always are: there every initializer is listed as an input.
+    pub initializer_inputs: bool,
 }
 
 impl Default for Select {
@@ -23,6 +27,7 @@ impl Default for Select {
             ops: default_ops(),
             min_elements: 4096,
             names: Selection::default(),
+            initializer_inputs: false,
         }
     }
 }
@@ -125,10 +130,15 @@ mod tests {
             ops: vec!["MatMul".into(), "Softmax".into()],
             ..Select::default()
         };
+        let known: Vec<&str> = RULES.iter().map(|r| r.op).collect();
         assert_eq!(
             select.validate().unwrap_err().to_string(),
-            "invalid option: --ops: no rule for 'Softmax' (known: MatMul, Gemm, Gather, Conv)"
+            format!(
+                "invalid option: --ops: no rule for 'Softmax' (known: {})",
+                known.join(", ")
+            )
         );
+        assert_eq!(&known[..4], ["MatMul", "Gemm", "Gather", "Conv"]);
         assert!(Select::default().validate().is_ok());
     }
 }

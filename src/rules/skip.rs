@@ -51,7 +51,7 @@ impl fmt::Display for SkipReason {
             OverridableInitializer(w) => {
                 write!(
                     f,
-                    "weight '{w}' is an initializer that is also a graph input, so callers may override it"
+                    "weight '{w}' is an initializer that is also a graph input, so callers may override it (--initializer-inputs rewrites it anyway and removes the input)"
                 )
             }
             NotFloat(w, t) => write!(f, "weight '{w}' is {t}, not FLOAT16, FLOAT or DOUBLE"),

@@ -3,9 +3,13 @@
 //! linear view, every skip reason) asserted as values.
 
 mod conv;
+mod convtranspose;
+mod einsum;
 mod gather;
 mod gemm;
 mod matmul;
+mod other;
+mod recurrent;
 
 use sora_onnx::builder::{ModelBuilder, pseudo_random};
 use sora_onnx::config::GranularityChoice;

@@ -1,10 +1,12 @@
 //! The MatMul rule: the weight is input B, channels are its columns, the activation is
 //! input A with broadcasting leading dims, and a bias is a following Add.
 
-use sora_onnx::builder::{ModelBuilder, float_matrix};
+use sora_onnx::builder::{ModelBuilder, attr_graph, attr_int, float_matrix};
 use sora_onnx::dump::dump;
-use sora_onnx::onnx::tensor::{FloatType, float_tensor, i32_tensor, u8_tensor};
+use sora_onnx::onnx::proto::tensor_proto::DataType;
+use sora_onnx::onnx::tensor::{FloatType, float_tensor, i32_tensor, i64_tensor, u8_tensor};
 use sora_onnx::particles::Granularity;
+use sora_onnx::prove::Verdict;
 use sora_onnx::rules::{Bias, Linear, Select, SkipReason};
 use sora_onnx::{Config, rewrite};
 
@@ -81,6 +83,75 @@ fn weight_read_inside_an_if_branch() {
     // The proof feeds cond as 0 or 1 at random over its samples; both branches agree.
     let proof = prove(&model, &out);
     assert_eq!(proof.outputs[0].max_abs, 0.0, "{proof:?}");
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+/// A [16, 16] weight of few values, for the subgraph cases.
+fn subgraph_weight() -> sora_onnx::onnx::proto::TensorProto {
+    float_tensor("w", &[16, 16], FloatType::F32, &few_values(16, 16, 4, 6))
+}
+
+#[test]
+fn weight_read_inside_a_scan_body() {
+    // h' = h + x_t . w over 4 steps; the body reads w from the main graph.
+    let mut body = ModelBuilder::new(17);
+    body.input_f32("h", &[1, 16]);
+    body.input_f32("x_t", &[1, 16]);
+    body.node("MatMul", &["x_t", "w"], &["p"]);
+    body.node("Add", &["h", "p"], &["h_next"]);
+    body.node("Identity", &["h_next"], &["y_t"]);
+    body.output_f32("h_next");
+    body.output_f32("y_t");
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("h0", &[1, 16]);
+    b.input_f32("xs", &[4, 1, 16]);
+    b.initializer(subgraph_weight());
+    let scan = b.node("Scan", &["h0", "xs"], &["h_last", "ys"]);
+    scan.attribute
+        .push(attr_graph("body", body.build_graph("body")));
+    scan.attribute.push(attr_int("num_scan_inputs", 1));
+    b.output_f32("h_last");
+    b.output_f32("ys");
+    let model = b.build();
+    let out = rewrite(&model, &config(2, Granularity::Tensor)).unwrap();
+    assert_eq!(out.report.tensors[0].nodes, vec!["MatMul_0"]);
+    let proof = prove(&model, &out);
+    for output in &proof.outputs {
+        assert_eq!(output.max_abs, 0.0, "{proof:?}");
+    }
+    insta::assert_snapshot!(dump(&out.model));
+}
+
+#[test]
+fn weight_read_inside_a_loop_body() {
+    // v' = v . w, three times. The plan rewrites it like an If branch or a Scan body;
+    // tract 0.23 has no Loop op, so the proof cannot run either model (onnxruntime
+    // checks it: scripts/ort_check.py, loop_body).
+    let mut body = ModelBuilder::new(17);
+    body.input("i", DataType::Int64, &[]);
+    body.input("cond", DataType::Bool, &[]);
+    body.input_f32("v", &[2, 16]);
+    body.node("Identity", &["cond"], &["cond_out"]);
+    body.node("MatMul", &["v", "w"], &["v_out"]);
+    body.output("cond_out", DataType::Bool);
+    body.output_f32("v_out");
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("x", &[2, 16]);
+    b.initializer(i64_tensor("trips", &[], &[3]));
+    b.initializer(subgraph_weight());
+    b.input_bool("go");
+    b.node("Loop", &["trips", "go", "x"], &["y"])
+        .attribute
+        .push(attr_graph("body", body.build_graph("body")));
+    b.output_f32("y");
+    let model = b.build();
+    let out = rewrite(&model, &config(2, Granularity::Tensor)).unwrap();
+    assert_eq!(out.report.tensors[0].nodes, vec!["MatMul_1"]);
+    assert!(out.report.skipped.is_empty());
+    let proof = prove(&model, &out);
+    assert_eq!(proof.verdict, Verdict::Unproven);
+    let reason = proof.reason.unwrap_or_default();
+    assert!(reason.contains("Loop"), "{reason}");
     insta::assert_snapshot!(dump(&out.model));
 }
 
@@ -199,13 +270,39 @@ fn matmul_skip_reasons() {
 }
 
 #[test]
-fn matmul_weights_need_opset_11() {
+fn matmul_weights_need_opset_7_and_outliers_opset_11() {
     let mut model = matmul_model(float_matrix("w", 16, 8, 1));
-    model.opset_import[0].version = Some(9);
+    model.opset_import[0].version = Some(6);
     assert_eq!(
         skips(&model, &config(4, Granularity::Channel)),
+        vec![("MatMul_0".to_string(), SkipReason::OpsetTooOld(6, 7))]
+    );
+    model.opset_import[0].version = Some(9);
+    let outliers = Config {
+        outliers: 0.05,
+        ..config(4, Granularity::Channel)
+    };
+    assert_eq!(
+        skips(&model, &outliers),
         vec![("MatMul_0".to_string(), SkipReason::OpsetTooOld(9, 11))]
     );
+}
+
+#[test]
+fn below_opset_11_channels_are_read_by_one_gather() {
+    let values = few_values(16, 8, 8, 3);
+    let mut model = matmul_model(float_tensor("w", &[16, 8], FloatType::F32, &values));
+    model.opset_import[0].version = Some(9);
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    let ops: Vec<&str> = (out.model.graph.as_ref().unwrap().node.iter())
+        .map(|n| n.op_type())
+        .collect();
+    assert!(
+        !ops.contains(&"GatherElements") && !ops.contains(&"Range"),
+        "{ops:?}"
+    );
+    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
+    insta::assert_snapshot!(dump(&out.model));
 }
 
 #[test]
@@ -238,4 +335,22 @@ fn skip_reasons_read_as_one_sentence_naming_the_weight() {
         json["reason"],
         "weight 'dyn' is computed at run time, not a constant"
     );
+}
+
+#[test]
+fn one_output_channel_is_decoded_per_tensor() {
+    let model = matmul_model(float_tensor(
+        "w",
+        &[32, 1],
+        FloatType::F32,
+        &few_values(32, 1, 8, 9),
+    ));
+    let out = rewrite(&model, &config(3, Granularity::Channel)).unwrap();
+    let t = &out.report.tensors[0];
+    assert_eq!((t.granularity, t.codebooks), (Granularity::Tensor, 1));
+    let ops: Vec<&str> = (out.model.graph.as_ref().unwrap().node.iter())
+        .map(|n| n.op_type())
+        .collect();
+    assert!(!ops.contains(&"GatherElements"), "{ops:?}");
+    assert_eq!(prove(&model, &out).outputs[0].max_abs, 0.0);
 }

@@ -294,3 +294,60 @@ fn real_inputs_feed_calibration_and_the_proof() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_weight_calibration_cannot_probe_keeps_the_guards_setting() {
+    // Weights in Constant nodes are not probed: no sensitivity curve. With real inputs
+    // the allocator sets the probed weight; the Constant's setting is the guard's, as
+    // without inputs (not the plain 4 bits of a plan no one set).
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for i in 0..8u8 {
+        png(
+            &photos,
+            &format!("{i}.png"),
+            (8, 8),
+            [i * 30, 90, 255 - i * 30],
+        );
+    }
+    let mut b = ModelBuilder::new(17);
+    b.input_f32("image", &[1, 3, 8, 8]);
+    b.node("Flatten", &["image"], &["flat"]);
+    b.constant("c", float_matrix("c_value", 192, 64, 1));
+    b.node("MatMul", &["flat", "c"], &["h"]);
+    b.initializer(float_matrix("w", 64, 64, 2));
+    b.node("MatMul", &["h", "w"], &["y"]);
+    b.output_f32("y");
+    let model = dir.path().join("m.onnx");
+    std::fs::write(&model, b.build().encode_to_vec()).unwrap();
+    let setting = |real: bool| {
+        let (out, report) = (dir.path().join("out.onnx"), dir.path().join("r.json"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sora-onnx"));
+        cmd.args(["rewrite", model.to_str().unwrap(), out.to_str().unwrap()])
+            .args(["--min-elements", "16", "--no-validate", "--force"])
+            .args(["--report", report.to_str().unwrap()]);
+        if real {
+            cmd.args(["--images", photos.to_str().unwrap()]);
+        }
+        let run = cmd.output().unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+        let c = r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "c");
+        let c = c.expect("the Constant is rewritten");
+        (c["bits"].as_u64().unwrap(), c["granularity"].clone())
+    };
+    let guarded = setting(false);
+    // A stem of 12288 elements aims at 22 + 1.5 log2(2^20 / 12288) + 9 = 40.6 dB.
+    assert!(guarded.0 >= 7, "{guarded:?}");
+    assert_eq!(setting(true), guarded);
+}

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fit::Fits;
 use crate::graph::Graph;
-use crate::guard::guard;
+use crate::guard::{Guarded, guard};
 use crate::inputs::{SampleSource, Samples};
 use crate::onnx::proto::ModelProto;
 use crate::plan::Plan;
@@ -197,11 +197,20 @@ fn tuned(
             guarded(&graph, &plan, config, Some(&calibrated))?
         }
         Target::Guarded => {
-            let size = guarded(&graph, &plan, config, Some(&calibrated))?;
+            let chosen = guard(
+                &graph,
+                &plan,
+                config,
+                config.guard.as_ref().expect("guarded"),
+            )?;
+            let size = rewrite_guarded(&graph, &plan, config, Some(&calibrated), &chosen)?;
             let bits = size.report.bits_per_weight;
             notes.push(Note::Status(format!(
                 "allocated from measured sensitivity for the data-free default's {bits:.2} bits per weight"
             )));
+            // Weights without a measured curve keep the guard's setting, and those it
+            // left dense stay dense.
+            let plan = guarded_plan(&graph, &plan, &chosen);
             rewrite_to_bits(&graph, &plan, config, &calibrated, bits)?
         }
         Target::Bits(bits) => rewrite_to_bits(&graph, &plan, config, &calibrated, bits)?,
@@ -225,27 +234,43 @@ fn guarded(
     config: &Config,
     calibrated: Option<&Calibrated>,
 ) -> Result<Rewritten> {
-    let no_stats = Stats::default();
-    let stats = calibrated.map_or(&no_stats, |c| &c.stats);
     let Some(g) = &config.guard else {
         let measured = calibrated.map(Calibrated::measured);
         return rewrite_plan(graph, plan, config, measured);
     };
-    let guarded = guard(graph, plan, config, g)?;
+    let chosen = guard(graph, plan, config, g)?;
+    rewrite_guarded(graph, plan, config, calibrated, &chosen)
+}
+
+/// `plan` at the settings the guard `chose`, without the weights it left dense.
+fn guarded_plan<'m>(graph: &Graph<'m>, plan: &Plan<'m>, chosen: &Guarded) -> Plan<'m> {
+    plan.with_settings(&chosen.settings)
+        .without(graph, &chosen.skipped)
+}
+
+/// Carries out `plan` as the guard `chose` (its fits reused, and each weight's target
+/// in the report), with what calibration measured if given.
+fn rewrite_guarded(
+    graph: &Graph,
+    plan: &Plan,
+    config: &Config,
+    calibrated: Option<&Calibrated>,
+    chosen: &Guarded,
+) -> Result<Rewritten> {
+    let no_stats = Stats::default();
+    let stats = calibrated.map_or(&no_stats, |c| &c.stats);
     let no_fits = Fits::default();
     // Compensated fits differ from the guard's nearest-particle fits.
     let fits = if config.compensate {
         &no_fits
     } else {
-        &guarded.fits
+        &chosen.fits
     };
     let measured = Measured { stats, fits };
-    let plan = plan
-        .with_settings(&guarded.settings)
-        .without(graph, &guarded.skipped);
+    let plan = guarded_plan(graph, plan, chosen);
     let mut out = rewrite_plan(graph, &plan, config, Some(measured))?;
     for t in &mut out.report.tensors {
-        t.target_sqnr_db = guarded.targets.get(&t.name).copied();
+        t.target_sqnr_db = chosen.targets.get(&t.name).copied();
     }
     Ok(out)
 }

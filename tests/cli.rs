@@ -545,7 +545,7 @@ fn few_valued(distinct: usize, nan: bool) -> sora_onnx::onnx::proto::ModelProto 
 fn lossless_alone_searches_up_to_8_bits() {
     // 200 distinct values need 8 bits: --lossless alone finds them, --bits 4 cannot.
     let model = few_valued(200, false);
-    let (out, dir) = rewrite_built(&model, &["--lossless", "--report", "r.json"]);
+    let (out, dir) = rewrite_built(&model, &["--lossless"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("rewrote 1 weight tensors"));
     assert!(
@@ -569,6 +569,6 @@ fn inspect_shows_the_skips_of_the_fit_stage_as_rewrite_does() {
     assert_eq!(v["candidates"].as_array().unwrap().len(), 0);
     let reason = "weight 'w' holds NaN or infinite values";
     assert_eq!(v["skipped"][0]["reason"], reason);
-    let (out, _dir) = rewrite_built(&model, &["--report", "r.json"]);
+    let (out, _dir) = rewrite_built(&model, &[]);
     assert!(text(&out.stdout).contains("nothing to rewrite"));
 }

@@ -191,7 +191,8 @@ pub struct ProofOptions {
     /// Number of random input sets.
     #[arg(long, default_value_t = 4)]
     pub samples: usize,
-    /// Fail (exit 1, nothing written) if any output's relative L2 error exceeds E.
+    /// Fail (exit 1; rewrite writes nothing unless --force) if any output's relative L2
+    /// error exceeds E.
     #[arg(long, value_name = "E")]
     pub max_rel_error: Option<f64>,
     /// Wall time the proof may take, loading included: samples stop before it would

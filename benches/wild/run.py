@@ -14,7 +14,9 @@ bytes, size ratio, bits per weight, the proof's verdict and largest output rel_l
 number of rewritten tensors. If an output was written: onnx.checker.check_model
 (full_check), then benches/wild/evaluate.py's task metric against the original.
 
-Writes OUT/results.json and OUT/table.md, and prints the markdown table. Verdicts: ok
+Writes OUT/results.json, OUT/table.md (printed) and OUT/summary.md (the README's table:
+each task metric against its threshold, and the median size ratio of the models that
+were compressed). Verdicts: ok
 when the task metric meets the manifest threshold, BROKEN when it misses, FAIL when
 no usable model came out (checker or onnxruntime error, other exit codes), REFUSED for
 exit 2 (the binary rejected the input), PANIC for 101, TIMEOUT; "-" when the binary
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -175,6 +178,43 @@ def table(results):
     return "\n".join(rows)
 
 
+# Metrics where lower is better.
+LOWER_IS_BETTER = {"dtw_log_mel_db", "max_abs_error_over_y_range"}
+
+
+def summary(results):
+    rows = ["| model | task | before → after | ratio | b/w | task metric on real inputs (pass) | proof | time s |",
+            "|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    for r in results:
+        t = r.get("task") or {}
+        before, after = r["input_bytes"], r.get("written_bytes")
+        if not after or "value" not in t:
+            rows.append(f"| {r['model'].removeprefix('wild_')} | - | {fmt_bytes(before)} → (none) | - | - | "
+                        f"{verdict(r)} | - | {r['seconds']:.1f} |")
+            continue
+        copy = after == before
+        if not copy:
+            ratios.append(before / after)
+        bw = f"{r['bits_per_weight']:.2f}" if r.get("bits_per_weight") else "-"
+        cmp = "≤" if t["metric"] in LOWER_IS_BETTER else "≥"
+        passed = "ok" if t["ok"] else "**missed**"
+        proof = "copy" if copy else (r.get("proof") or "-")
+        rows.append(f"| {r['model'].removeprefix('wild_')} | {t['task']} | {fmt_bytes(before)} → {fmt_bytes(after)} | "
+                    f"{before / after:.2f}x | {bw} | {t['metric']} {t['value']:.4g} ({cmp} {t['threshold']}: {passed}) | "
+                    f"{proof} | {r['seconds']:.1f} |")
+    if ratios:
+        rows += ["", f"Median size ratio over the {len(ratios)} compressed models: {statistics.median(ratios):.2f}x."]
+    return "\n".join(rows)
+
+
+def write_tables(out, results):
+    md = table(results)
+    (out / "table.md").write_text(md + "\n")
+    (out / "summary.md").write_text(summary(results) + "\n")
+    print(md)
+
+
 def reeval(out, spec):
     doc = json.loads((out / "results.json").read_text())
     ensure_npz([r["model"] for r in doc["results"]], spec)
@@ -193,9 +233,7 @@ def reeval(out, spec):
         print(f"{name}: verdict {r['verdict']}", file=sys.stderr, flush=True)
     doc["reevaluated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out / "results.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
-    md = table(doc["results"])
-    (out / "table.md").write_text(md + "\n")
-    print(md)
+    write_tables(out, doc["results"])
 
 
 def main():
@@ -228,9 +266,7 @@ def main():
         print(f"{n}: exit {r['exit']} {r['seconds']} s, verdict {r['verdict']}", file=sys.stderr, flush=True)
         (out / "results.json").write_text(json.dumps({"binary": str(a.binary), "flags": a.flags, "results": results},
                                                      indent=1, ensure_ascii=False) + "\n")
-    md = table(results)
-    (out / "table.md").write_text(md + "\n")
-    print(md)
+    write_tables(out, results)
 
 
 if __name__ == "__main__":

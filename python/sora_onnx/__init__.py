@@ -33,11 +33,12 @@ class Error(Exception):
 
 
 class InvalidModelError(Error):
-    """Bad input: not an ONNX model, a missing file, a model it cannot handle (exit 2)."""
+    """Bad input (exit 2): not an ONNX model, a missing file, a model it cannot
+    handle, or options the command refuses (``bits=9``)."""
 
 
-class UsageError(Error, ValueError):
-    """An option value the command line rejects, e.g. ``bits="x"`` (exit 2)."""
+class UsageError(InvalidModelError, ValueError):
+    """An option value the command line's parser rejects, e.g. ``bits="x"`` (exit 2)."""
 
 
 class ProofError(Error):

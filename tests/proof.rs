@@ -136,11 +136,15 @@ fn the_proof_keeps_to_its_time_budget() {
     assert!(ran > 0 && ran < 10_000_000, "{proof}");
     assert_eq!(proof["samples_planned"], 10_000_000);
     assert!(proof["seconds"].as_f64().unwrap() < 3.0, "{proof}");
+    // Stopped before a run would pass the budget, or (on a loaded machine, where a run
+    // can take longer than the ones before) cut short during one: either way it says
+    // how many ran.
+    let reason = proof["reason"].as_str().unwrap();
     assert!(
-        proof["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("stopped after {ran} samples")),
+        reason.starts_with(&format!("stopped after {ran} samples"))
+            || reason.starts_with(&format!(
+                "the time budget of 2 s ran out during a run, after {ran} samples"
+            )),
         "{proof}"
     );
 }

@@ -264,10 +264,10 @@ pub fn validate(
             Ok(Progress::Stopped(why)) => break why,
             Err(_) => {
                 let budget = config.budget.as_secs_f64();
-                let during = if levels.is_none() {
-                    "while tract loaded the models"
-                } else {
-                    "during a run"
+                let during = match (levels.is_some(), ran) {
+                    (false, _) => "while tract loaded the models".to_string(),
+                    (true, 0) => "during a run".to_string(),
+                    (true, n) => format!("during a run, after {n} samples"),
                 };
                 break Some((
                     format!(

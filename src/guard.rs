@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use crate::config::{Config, GranularityChoice, Guard};
 use crate::error::Result;
 use crate::fit::{Fit, Fits, HALF_BITS, check, fit_values, half, matrix};
-use crate::graph::{Def, Graph, NodeId, Use};
+use crate::graph::{Def, Graph, LAYOUT_ONLY, NodeId, Use};
 use crate::onnx::tensor::float_values;
 use crate::particles::Granularity;
 use crate::particles::pack::packed_len;
@@ -61,16 +61,10 @@ pub const SMALL_ELEMENTS: usize = 8192;
 /// What weights under [`SMALL_ELEMENTS`] aim at, in dB.
 pub const SMALL_TARGET_DB: f64 = 50.0;
 
-/// Ops a head's output passes through on its way to a model output: they act on each
-/// value (or each channel) apart, or only move values, so the head's errors arrive
+/// Ops besides [`LAYOUT_ONLY`] a head's output passes through on its way to a model
+/// output: they act on each value (or each channel) apart, so the head's errors arrive
 /// as they are.
-const PASS_THROUGH: [&str; 24] = [
-    "Identity",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
+const PER_CHANNEL: [&str; 18] = [
     "Cast",
     "Softmax",
     "LogSoftmax",
@@ -91,82 +85,84 @@ const PASS_THROUGH: [&str; 24] = [
     "ReduceSum",
 ];
 
+/// Whether values pass `op` as they are, value by value or channel by channel.
+fn passes_through(op: &str) -> bool {
+    LAYOUT_ONLY.contains(&op) || PER_CHANNEL.contains(&op)
+}
+
 /// The planned weights that are ends: heads, read by a node whose output reaches a
-/// model output through [`PASS_THROUGH`] ops only, and stems, read by a node that takes
-/// a model input through them (at most 16 of them on the way).
+/// model output through [`passes_through`] ops only, and stems, read by a node that
+/// takes a model input through them (at most 16 of them on the way).
 pub fn ends(graph: &Graph, plan: &Plan) -> HashSet<usize> {
     let readers: HashMap<NodeId, usize> = (plan.weights.iter().enumerate())
         .flat_map(|(i, w)| w.readers().map(move |p| (p.node, i)))
         .collect();
-    let mut ends = heads(graph, &readers);
-    ends.extend(stems(graph, &readers));
+    let main = graph.scopes[0].graph;
+    let outputs = main.output.iter().map(|o| o.name());
+    // Heads: back from the outputs, node by producing node, through computed inputs.
+    let producer = |value: &str| match graph.resolve(0, value) {
+        Some((0, Def::Output { node, .. })) => vec![NodeId {
+            scope: 0,
+            index: node,
+        }],
+        _ => Vec::new(),
+    };
+    let computed = |id: NodeId| {
+        (graph.node(id).input.iter())
+            .filter(|i| graph.constant(0, i).is_none())
+            .cloned()
+            .collect()
+    };
+    let mut ends = reached(graph, &readers, outputs, producer, computed);
+    // Stems: on from the real inputs, node by reading node of the main graph.
+    let inputs = (main.input.iter())
+        .filter(|i| matches!(graph.resolve(0, i.name()), Some((0, Def::Input))))
+        .map(|i| i.name());
+    let readers_of = |value: &str| {
+        (graph.uses(0, value).into_iter())
+            .filter_map(|u| match u {
+                Use::Node { node, .. } => Some(node),
+                _ => None,
+            })
+            .collect()
+    };
+    // A reader inside a subgraph may be a stem; its outputs are not followed.
+    let outputs_of = |id: NodeId| match id.scope {
+        0 => graph.node(id).output.clone(),
+        _ => Vec::new(),
+    };
+    ends.extend(reached(graph, &readers, inputs, readers_of, outputs_of));
     ends
 }
 
-/// The weights (of `readers`) whose reader takes a model input through
-/// [`PASS_THROUGH`] ops.
-fn stems(graph: &Graph, readers: &HashMap<NodeId, usize>) -> HashSet<usize> {
-    let main = graph.scopes[0].graph;
-    let mut stems = HashSet::new();
+/// The weights of `readers` whose reader a walk from `starts` reaches through at most
+/// 16 [`passes_through`] nodes: `nodes` gives the nodes one step from a value, `onward`
+/// the values a passing node leads to.
+fn reached<'g>(
+    graph: &Graph<'g>,
+    readers: &HashMap<NodeId, usize>,
+    starts: impl Iterator<Item = &'g str>,
+    nodes: impl Fn(&str) -> Vec<NodeId>,
+    onward: impl Fn(NodeId) -> Vec<String>,
+) -> HashSet<usize> {
+    let mut reached = HashSet::new();
     let mut seen = HashSet::new();
-    let mut todo: Vec<(&str, usize)> = main
-        .input
-        .iter()
-        .filter(|i| matches!(graph.resolve(0, i.name()), Some((0, Def::Input))))
-        .map(|i| (i.name(), 0))
-        .collect();
+    let mut todo: Vec<(String, usize)> = starts.map(|s| (s.to_string(), 0)).collect();
     while let Some((value, depth)) = todo.pop() {
-        if depth > 16 || !seen.insert(value) {
+        if depth > 16 || !seen.insert(value.clone()) {
             continue;
         }
-        for u in graph.uses(0, value) {
-            let Use::Node { node, .. } = u else { continue };
+        for node in nodes(&value) {
             if let Some(&w) = readers.get(&node) {
-                stems.insert(w);
+                reached.insert(w);
                 continue;
             }
-            let n = graph.node(node);
-            if node.scope == 0 && PASS_THROUGH.contains(&n.op_type()) {
-                todo.extend(n.output.iter().map(|o| (o.as_str(), depth + 1)));
+            if passes_through(graph.node(node).op_type()) {
+                todo.extend(onward(node).into_iter().map(|v| (v, depth + 1)));
             }
         }
     }
-    stems
-}
-
-/// The weights (of `readers`) whose reader makes a model output through
-/// [`PASS_THROUGH`] ops.
-fn heads(graph: &Graph, readers: &HashMap<NodeId, usize>) -> HashSet<usize> {
-    let mut heads = HashSet::new();
-    let mut seen = HashSet::new();
-    let mut todo: Vec<(&str, usize)> = graph.scopes[0]
-        .graph
-        .output
-        .iter()
-        .map(|o| (o.name(), 0))
-        .collect();
-    while let Some((value, depth)) = todo.pop() {
-        if depth > 16 || !seen.insert(value) {
-            continue;
-        }
-        let Some((0, Def::Output { node, .. })) = graph.resolve(0, value) else {
-            continue;
-        };
-        let id = NodeId {
-            scope: 0,
-            index: node,
-        };
-        if let Some(&w) = readers.get(&id) {
-            heads.insert(w);
-            continue;
-        }
-        let n = graph.node(id);
-        if PASS_THROUGH.contains(&n.op_type()) {
-            let computed = n.input.iter().filter(|i| graph.constant(0, i).is_none());
-            todo.extend(computed.map(|i| (i.as_str(), depth + 1)));
-        }
-    }
-    heads
+    reached
 }
 
 /// The setting recorded for a weight stored in half precision.

@@ -242,19 +242,20 @@ fn audio_is_windowed_resampled_scaled_and_its_rate_fed() {
     assert!(s.notes.is_empty());
 }
 
+/// A folder `photos` in `dir` of eight 8x8 PNGs, photo `i` filled with `rgb(i)`.
+fn eight_photos(dir: &Path, rgb: impl Fn(u8) -> [u8; 3]) -> std::path::PathBuf {
+    let photos = dir.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for i in 0..8u8 {
+        png(&photos, &format!("{i}.png"), (8, 8), rgb(i));
+    }
+    photos
+}
+
 #[test]
 fn real_inputs_feed_calibration_and_the_proof() {
     let dir = tempfile::tempdir().unwrap();
-    let photos = dir.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    for i in 0..8u8 {
-        png(
-            &photos,
-            &format!("{i}.png"),
-            (8, 8),
-            [i * 30, 255 - i * 30, 128],
-        );
-    }
+    let photos = eight_photos(dir.path(), |i| [i * 30, 255 - i * 30, 128]);
     let mut b = ModelBuilder::new(17);
     b.input_f32("image", &[1, 3, 8, 8]);
     b.node("Flatten", &["image"], &["flat"]);
@@ -301,16 +302,7 @@ fn a_weight_calibration_cannot_probe_keeps_the_guards_setting() {
     // the allocator sets the probed weight; the Constant's setting is the guard's, as
     // without inputs (not the plain 4 bits of a plan no one set).
     let dir = tempfile::tempdir().unwrap();
-    let photos = dir.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    for i in 0..8u8 {
-        png(
-            &photos,
-            &format!("{i}.png"),
-            (8, 8),
-            [i * 30, 90, 255 - i * 30],
-        );
-    }
+    let photos = eight_photos(dir.path(), |i| [i * 30, 90, 255 - i * 30]);
     let mut b = ModelBuilder::new(17);
     b.input_f32("image", &[1, 3, 8, 8]);
     b.node("Flatten", &["image"], &["flat"]);

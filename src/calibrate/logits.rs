@@ -1,22 +1,12 @@
 //! Which values sensitivity compares by default: the model's outputs, or the logits
 //! before an output that a softmax or sigmoid saturates.
 
-use crate::graph::Graph;
+use crate::graph::{Graph, LAYOUT_ONLY};
 use crate::onnx::proto::NodeProto;
 
 /// Ops whose output saturates, so that most of a weight's effect on their input is gone
 /// from their output.
 const SATURATING: [&str; 2] = ["Softmax", "Sigmoid"];
-
-/// Ops that only move values around, looked through on the way back from an output.
-const LAYOUT_ONLY: [&str; 6] = [
-    "Identity",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-];
 
 /// The values sensitivity compares when none are named: every model output, except
 /// that an output made by a Softmax or Sigmoid, or by a softmax written out as

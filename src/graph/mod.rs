@@ -18,6 +18,16 @@ use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 /// Deepest nesting of subgraphs the index accepts.
 pub const MAX_DEPTH: usize = 64;
 
+/// Ops that only move values around: walks for what a value really is look through them.
+pub const LAYOUT_ONLY: [&str; 6] = [
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+];
+
 /// A node: its scope (0 is the main graph) and its position in that scope's list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId {

@@ -11,7 +11,7 @@ use tract_onnx::prelude::*;
 
 use super::fill::{Context, InputValues, fill};
 use super::images::names;
-use super::{InputDims, Samples, bind, input_specs};
+use super::{InputDims, Samples, bind, files_in, input_specs};
 use crate::error::{Error, Result};
 use crate::onnx::proto::ModelProto;
 
@@ -32,24 +32,6 @@ pub struct AudioInputs {
     pub scale: f64,
     /// Most windows made.
     pub max: usize,
-}
-
-/// The `.wav` files of `dir`, in name order.
-fn wav_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let io = |error| Error::Io {
-        path: dir.to_path_buf(),
-        error,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Config(format!("{}: no .wav file", dir.display())));
-    }
-    Ok(files)
 }
 
 /// The samples of `path` as mono in [-1, 1], at `rate`.
@@ -135,7 +117,7 @@ pub fn load(
     };
     let mut notes = Vec::new();
     let mut samples = Vec::new();
-    'files: for file in wav_files(&opts.dir)? {
+    'files: for file in files_in(&opts.dir, &["wav"])? {
         let audio = read(&file, opts.sample_rate)?;
         for chunk in audio.chunks(per_sample) {
             if samples.len() == opts.max {

@@ -9,7 +9,7 @@ use image::{ImageReader, Limits};
 use tract_onnx::prelude::*;
 
 use super::fill::{Context, InputValues, fill};
-use super::{InputDims, InputSpec, Samples, bind, input_specs};
+use super::{InputDims, InputSpec, Samples, bind, files_in, input_specs};
 use crate::error::{Error, Result};
 use crate::onnx::proto::ModelProto;
 
@@ -46,30 +46,6 @@ pub struct ImageInputs {
     pub bgr: bool,
     /// Most images read.
     pub max: usize,
-}
-
-/// The files of `dir` that are images, in name order.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let io = |error| Error::Io {
-        path: dir.to_path_buf(),
-        error,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
-            matches!(ext.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Config(format!(
-            "{}: no .png, .jpg or .jpeg file",
-            dir.display()
-        )));
-    }
-    Ok(files)
 }
 
 /// Decodes `path` (within the size limits) as RGB.
@@ -143,7 +119,7 @@ pub fn load(
             )));
         }
     }
-    let files = image_files(&opts.dir)?;
+    let files = files_in(&opts.dir, &["png", "jpg", "jpeg"])?;
     let batch = spec.declared[0].unwrap_or(1).max(1);
     let first = decode(&files[0])?;
     let (h, w) = match (spec.declared[h_axis], spec.declared[w_axis], opts.size) {

@@ -19,7 +19,7 @@ mod npz;
 pub mod text;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tract_onnx::prelude::*;
 
@@ -338,4 +338,32 @@ fn datum_type(data_type: i32) -> Option<DatumType> {
         DataType::Bool => DatumType::Bool,
         _ => return None,
     })
+}
+
+/// The files of `dir` whose extension is one of `extensions` (any case), in name order;
+/// an error naming the folder when there is none.
+fn files_in(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
+    let io = |error| Error::Io {
+        path: dir.to_path_buf(),
+        error,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            extensions.iter().any(|x| ext.eq_ignore_ascii_case(x))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        let mut names: Vec<String> = extensions.iter().map(|x| format!(".{x}")).collect();
+        let last = names.pop().unwrap_or_default();
+        let names = match names.is_empty() {
+            true => last,
+            false => format!("{} or {last}", names.join(", ")),
+        };
+        return Err(Error::Config(format!("{}: no {names} file", dir.display())));
+    }
+    Ok(files)
 }

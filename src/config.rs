@@ -100,7 +100,20 @@ pub enum Form {
     /// (`forms::lut`); weights stay compressed at run time. Other readers (Gather,
     /// Conv) decode the same particles.
     Lut,
+    /// Uniform grids per block of inputs, written as a standard `DequantizeLinear` of
+    /// 4- or 8-bit integers (`forms::qdq`, opset 21; an older model's opset is
+    /// upgraded first): onnxruntime fuses it with the MatMul/Gemm into its n-bit
+    /// kernel, so the weight stays small in memory. Other readers decode the grids.
+    Qdq,
 }
+
+/// Block sizes the qdq form chooses from: powers of two, as onnxruntime's fused
+/// kernel needs, from the finest (most scale bytes) to the coarsest.
+pub const QDQ_BLOCKS: [usize; 3] = [32, 64, 128];
+
+/// Bits the qdq form stores: the integer widths `DequantizeLinear` and onnxruntime's
+/// fused kernel take.
+pub const QDQ_BITS: [u32; 2] = [4, 8];
 
 /// Which related weights share particles (the plan relates them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -250,6 +263,40 @@ impl Config {
         {
             return Err(Error::Config(
                 "--form lut and --subspaces use one codebook per subspace of --dim inputs; they do not combine with --stages, --lossless, --outliers, --share alike or --granularity channel/block".into(),
+            ));
+        }
+        if self.form == Form::Qdq {
+            self.validate_qdq()?;
+        }
+        Ok(())
+    }
+
+    /// The qdq form's limits: 4 or 8 bits, blocks of a power of two (at least 16)
+    /// inputs, scalar grids of one weight each.
+    fn validate_qdq(&self) -> Result<()> {
+        if !QDQ_BITS.contains(&self.bits) {
+            return Err(Error::Config(format!(
+                "--form qdq stores 4- or 8-bit integers, not --bits {}",
+                self.bits
+            )));
+        }
+        match self.granularity {
+            GranularityChoice::Auto => {}
+            GranularityChoice::Fixed(Granularity::Block(g)) if g >= 16 && g.is_power_of_two() => {}
+            GranularityChoice::Fixed(g) => {
+                return Err(Error::Config(format!(
+                    "--form qdq takes --granularity auto or block:G with G a power of two of at least 16 (onnxruntime's fused kernel), not {g}"
+                )));
+            }
+        }
+        if self.uses_vectors()
+            || self.subspaces
+            || self.lossless
+            || self.outliers > 0.0
+            || self.share == Share::Alike
+        {
+            return Err(Error::Config(
+                "--form qdq writes scalar grids per block; it does not combine with --dim, --stages, --subspaces, --lossless, --outliers or --share alike".into(),
             ));
         }
         Ok(())

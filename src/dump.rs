@@ -169,6 +169,12 @@ fn integers(t: &TensorProto) -> Option<Vec<String>> {
     let raw = t.raw_data.as_deref().unwrap_or_default();
     match DataType::try_from(t.data_type()).ok()? {
         DataType::Uint8 => Some(raw.iter().map(u8::to_string).collect()),
+        DataType::Uint4 => {
+            let count = t.dims.iter().product::<i64>() as usize;
+            let nibble = |i: usize| (raw[i / 2] >> (4 * (i % 2))) & 0x0f;
+            (raw.len() == count.div_ceil(2))
+                .then(|| (0..count).map(|i| nibble(i).to_string()).collect())
+        }
         DataType::Int32 => Some(
             raw.chunks_exact(4)
                 .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")).to_string())

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use crate::config::{Config, Form, GranularityChoice, LutGather};
 use crate::error::Result;
-use crate::forms::{Subgraph, Target, decode, half, lut, scaled, subspace, vector};
+use crate::forms::{Subgraph, Target, decode, half, lut, qdq, scaled, subspace, vector};
 use crate::graph::{Graph, Names};
 use crate::onnx::tensor::FloatType;
 use crate::particles::compensate::Hessian;
+use crate::particles::grid::{GridDecomposition, decompose_grid};
 use crate::particles::pack::packed_len;
 use crate::particles::scaled::{ScaledGrid, find_scaled_grid};
 use crate::particles::subspace::{SubspaceDecomposition, decompose_subspaces};
@@ -34,6 +35,8 @@ pub enum Particles {
     Subspace(SubspaceDecomposition),
     /// The weight's own values in half precision (the data-free default's last resort).
     Half(Vec<f64>),
+    /// Uniform grids per block of inputs (`--form qdq`).
+    Grid(GridDecomposition),
 }
 
 /// A weight's particles, the settings they were fitted with, and how well they fit.
@@ -69,6 +72,7 @@ impl Fit {
             Particles::Scaled(g) => g.decoded(matrix, |v| float_type.round(v)),
             Particles::Subspace(d) => d.decoded(matrix, round),
             Particles::Half(v) => v.iter().map(|&x| round(x)).collect(),
+            Particles::Grid(g) => g.decomposition.decoded(matrix, self.granularity, round),
         }
     }
 
@@ -99,6 +103,15 @@ impl Fit {
             Particles::Scaled(grid) => scaled::emit(&target, grid, names),
             Particles::Vector(d) => vector::emit(&target, d, names),
             Particles::Half(values) => half::emit(&target, values, names),
+            Particles::Grid(g) => {
+                let linear = w.patches.iter().all(|p| p.linear.is_some());
+                if linear && qdq::applies(target.float_type, self.bits, self.granularity) {
+                    qdq::emit(&target, g, self.granularity, names)
+                } else {
+                    let d = &g.decomposition;
+                    decode::emit(&target, d, self.granularity, names, shared_table)
+                }
+            }
             Particles::Subspace(d) => {
                 let readers: Option<Vec<_>> = w
                     .patches
@@ -247,6 +260,16 @@ pub fn fit_values(
             ),
             Lossless::Grid(grid, bits) => (Particles::Scaled(grid), Granularity::Tensor, bits),
         }
+    } else if config.form == Form::Qdq {
+        let Setting { bits, granularity } = setting;
+        let ty = patch.float_type;
+        let mut grids = decompose_grid(&matrix, granularity, bits, |s| ty.round(s));
+        let inputs = matrix.channels_and_inputs().1;
+        if let Some(c) = compensation.filter(|c| c.hessian.inputs() == inputs) {
+            let codebooks = &grids.decomposition.codebooks;
+            grids.decomposition = c.hessian.round_into(&matrix, granularity, codebooks);
+        }
+        (Particles::Grid(grids), granularity, bits)
     } else if let Some(codebooks) = shared {
         (
             Particles::Scalar(assign(&matrix, setting.granularity, codebooks)),
@@ -273,10 +296,15 @@ pub fn fit_values(
         Particles::Scaled(g) => vec![g.grid.clone()],
         Particles::Subspace(d) => vec![d.codebooks.clone()],
         Particles::Half(v) => vec![v.clone()],
+        Particles::Grid(_) => Vec::new(),
     };
-    let codebook_type = config
-        .codebook_type
-        .resolve(patch.float_type, &tables, config.lossless);
+    // A grid's levels are computed in the weight's type, its scale's.
+    let codebook_type = match &particles {
+        Particles::Grid(_) => patch.float_type,
+        _ => config
+            .codebook_type
+            .resolve(patch.float_type, &tables, config.lossless),
+    };
     let round = |v: f64| patch.float_type.round(codebook_type.round(v));
     let squared_error = |decoded: Vec<f64>| {
         values
@@ -291,6 +319,7 @@ pub fn fit_values(
         Particles::Scaled(g) => squared_error(g.decoded(&matrix, |v| patch.float_type.round(v))),
         Particles::Subspace(d) => squared_error(d.decoded(&matrix, round)),
         Particles::Half(v) => squared_error(v.iter().map(|&x| round(x)).collect()),
+        Particles::Grid(g) => g.decomposition.squared_error(&matrix, granularity, round),
     };
     let signal = values.iter().map(|a| a * a).sum();
     Ok(Fit {

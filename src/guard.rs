@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::config::{Config, GranularityChoice, Guard};
+use crate::config::{Config, Form, GranularityChoice, Guard, QDQ_BITS, QDQ_BLOCKS};
 use crate::error::Result;
 use crate::fit::{Fit, Fits, HALF_BITS, check, fit_values, half, matrix};
 use crate::graph::{Def, Graph, LAYOUT_ONLY, NodeId, Use};
@@ -174,6 +174,15 @@ const HALF: Setting = Setting {
 /// The bits the guard chooses among.
 const BITS: std::ops::RangeInclusive<u32> = 4..=8;
 
+/// The bits a weight may get, fewest first: [`BITS`], or under `--form qdq` the
+/// integer widths it stores ([`QDQ_BITS`]).
+fn bit_steps(config: &Config) -> Vec<u32> {
+    match config.form {
+        Form::Qdq => QDQ_BITS.to_vec(),
+        _ => BITS.collect(),
+    }
+}
+
 /// The SQNR a weight of `elements` elements aims at under `guard`.
 pub fn target_db(guard: &Guard, elements: usize) -> f64 {
     if elements < SMALL_ELEMENTS {
@@ -267,9 +276,18 @@ pub fn guard(graph: &Graph, plan: &Plan, config: &Config, guard: &Guard) -> Resu
 }
 
 /// The bytes a weight's index and codebooks take at `setting`.
-fn setting_bytes(w: &WeightPlan, setting: Setting, particle_size: usize) -> usize {
+fn setting_bytes(w: &WeightPlan, setting: Setting, config: &Config) -> usize {
+    let float_type = w.first().float_type;
     let codebooks = matrix(w, &[]).codebooks(setting.granularity);
-    packed_len(w.elements(), setting.bits) + codebooks * (1 << setting.bits) * particle_size
+    let per_codebook = match config.form {
+        // A scale and a zero point.
+        Form::Qdq => float_type.size() * 8 + setting.bits as usize,
+        _ => {
+            let particle_size = config.codebook_type.resolve(float_type, &[], false).size();
+            (1 << setting.bits) * particle_size * 8
+        }
+    };
+    packed_len(w.elements(), setting.bits) + (codebooks * per_codebook).div_ceil(8)
 }
 
 /// The setting, fit and target of one weight, whose target is `bonus` dB higher.
@@ -288,23 +306,25 @@ fn choose(w: &WeightPlan, config: &Config, guard: &Guard, bonus: f64) -> Result<
         Some((channel_sqnr_db(w, &values, &fit), Arc::new(fit)))
     };
     let p = w.first();
-    let granularities: &[Granularity] = match config.granularity {
-        GranularityChoice::Fixed(g) => &[g][..],
+    let granularities: Vec<Granularity> = match config.granularity {
+        GranularityChoice::Fixed(g) => vec![g],
+        GranularityChoice::Auto if config.form == Form::Qdq => QDQ_BLOCKS
+            .iter()
+            .rev()
+            .map(|&g| Granularity::Block(g))
+            .collect(),
         GranularityChoice::Auto if p.shape[p.channel_axis] > 1 => {
-            &[Granularity::Tensor, Granularity::Channel]
+            vec![Granularity::Tensor, Granularity::Channel]
         }
-        GranularityChoice::Auto => &[Granularity::Tensor],
+        GranularityChoice::Auto => vec![Granularity::Tensor],
     };
-    let particle_size = config
-        .codebook_type
-        .resolve(p.float_type, &[], false)
-        .size();
-    let bytes = |s: Setting| setting_bytes(w, s, particle_size);
+    let steps = bit_steps(config);
+    let bytes = |s: Setting| setting_bytes(w, s, config);
     let cap = w.elements() * p.float_type.size() / 2;
     let mut probes = Vec::new();
-    for &granularity in granularities {
+    for &granularity in &granularities {
         let setting = Setting {
-            bits: *BITS.start(),
+            bits: steps[0],
             granularity,
         };
         if bytes(setting) > cap {
@@ -315,7 +335,7 @@ fn choose(w: &WeightPlan, config: &Config, guard: &Guard, bonus: f64) -> Result<
         }
     }
     let candidates = probes.iter().flat_map(|&(probe, db, _)| {
-        BITS.map(move |bits| {
+        steps.iter().map(move |&bits| {
             let setting = Setting { bits, ..probe };
             (setting, db + 6.02 * f64::from(bits - probe.bits))
         })
@@ -338,7 +358,7 @@ fn choose(w: &WeightPlan, config: &Config, guard: &Guard, bonus: f64) -> Result<
             .iter()
             .map(|&granularity| {
                 bytes(Setting {
-                    bits: *BITS.start(),
+                    bits: steps[0],
                     granularity,
                 })
             })
@@ -357,11 +377,11 @@ fn choose(w: &WeightPlan, config: &Config, guard: &Guard, bonus: f64) -> Result<
     let Some((mut db, mut fit)) = fitted else {
         return Ok(Choice::Refused);
     };
-    while db < target - TOLERANCE_DB && setting.bits < *BITS.end() {
-        let next = Setting {
-            bits: setting.bits + 1,
-            ..setting
+    while db < target - TOLERANCE_DB {
+        let Some(&bits) = steps.iter().find(|&&b| b > setting.bits) else {
+            break;
         };
+        let next = Setting { bits, ..setting };
         if bytes(next) > cap {
             break;
         }

@@ -61,6 +61,9 @@ pub enum KmeansMethod {
     ScaledGrid,
     /// No particles: the weight stored in half precision.
     Half,
+    /// Uniform grids per block (`--form qdq`): scale and zero point from a search over
+    /// clipped ranges with a least-squares scale.
+    Grid,
 }
 
 /// One rewritten weight.

@@ -115,7 +115,9 @@ pub fn calibrate(
     let asked = sensitivity.samples.min(samples.samples.len());
     let per_run = start.elapsed().as_secs_f64() / runs.max(1) as f64;
     let trials: usize = (probe.weights.iter())
-        .map(|p| candidate_settings(&plan.weights[p.plan_index], sensitivity.min_bits).len() + 1)
+        .map(|p| {
+            candidate_settings(&plan.weights[p.plan_index], config, sensitivity.min_bits).len() + 1
+        })
         .sum();
     let affordable = match sensitivity.budget {
         Some(budget) => (budget.as_secs_f64() / (per_run * trials as f64).max(1e-9)) as usize,

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::Tensor;
 
 use super::probe::Probe;
-use crate::config::Config;
+use crate::config::{Config, Form, GranularityChoice, QDQ_BITS, QDQ_BLOCKS};
 use crate::error::Result;
 use crate::fit::{Compensation, Fit, Fits, fit_values, matrix};
 use crate::graph::Graph;
@@ -66,8 +66,29 @@ type Trial = (Setting, usize, Vec<Arc<Tensor>>, Option<Arc<Fit>>);
 pub const MAX_KEPT_FIT_BYTES: usize = 1 << 28;
 
 /// The settings measured for a weight: `min_bits..=8` bits (from 1) per tensor, and per
-/// channel when the weight has more than one channel.
-pub fn candidate_settings(w: &WeightPlan, min_bits: u32) -> Vec<Setting> {
+/// channel when the weight has more than one channel; under `--form qdq`, 4 and 8 bits
+/// (those of at least `min_bits`, or 8) on each block size of [`QDQ_BLOCKS`] (or the
+/// one `--granularity` fixes).
+pub fn candidate_settings(w: &WeightPlan, config: &Config, min_bits: u32) -> Vec<Setting> {
+    if config.form == Form::Qdq {
+        let blocks: Vec<Granularity> = match config.granularity {
+            GranularityChoice::Fixed(g) => vec![g],
+            GranularityChoice::Auto => QDQ_BLOCKS.iter().map(|&g| Granularity::Block(g)).collect(),
+        };
+        let bits: Vec<u32> = match QDQ_BITS
+            .iter()
+            .copied()
+            .filter(|&b| b >= min_bits)
+            .collect::<Vec<_>>()
+        {
+            bits if bits.is_empty() => vec![8],
+            bits => bits,
+        };
+        return blocks
+            .iter()
+            .flat_map(|&granularity| bits.iter().map(move |&bits| Setting { bits, granularity }))
+            .collect();
+    }
     let low = min_bits.clamp(1, 8);
     let p = w.first();
     let channels = p.shape[p.channel_axis];
@@ -101,7 +122,7 @@ pub fn measure(
     let trials: usize = (probe.weights.iter())
         .map(|p| {
             let w = &weights[p.plan_index];
-            w.elements() * candidate_settings(w, min_bits).len()
+            w.elements() * candidate_settings(w, config, min_bits).len()
         })
         .sum();
     let keep = !config.compensate && trials <= MAX_KEPT_FIT_BYTES;
@@ -110,7 +131,7 @@ pub fn measure(
         let patch = w.first();
         let values = float_values(patch.weight.tensor, None)?;
         let names = graph.names();
-        let settings = candidate_settings(w, min_bits);
+        let settings = candidate_settings(w, config, min_bits);
         let hessian = stats
             .filter(|_| config.compensate)
             .and_then(|s| weight_hessian(w, s));

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod half;
 mod index;
 pub mod lut;
+pub mod qdq;
 pub mod scaled;
 pub mod subspace;
 pub mod vector;
@@ -22,12 +23,14 @@ use crate::onnx::tensor::{FloatType, float_tensor, i32_tensor, i64_tensor};
 
 /// Oldest default-domain opset the forms `config` asks for can be written in: the
 /// decode, vector, subspace and scaled-grid forms from [`decode::MIN_OPSET`]; outliers
-/// (ScatterElements) and the LUT form (GatherElements, Slice bounds as inputs) from 11.
+/// (ScatterElements) and the LUT form (GatherElements, Slice bounds as inputs) from 11;
+/// the qdq form from [`qdq::MIN_OPSET`] (the job upgrades older models first).
 pub fn min_opset(config: &Config) -> i64 {
-    if config.outliers > 0.0 || config.form == Form::Lut {
-        11
-    } else {
-        decode::MIN_OPSET
+    match config.form {
+        Form::Qdq => qdq::MIN_OPSET,
+        Form::Lut => 11,
+        Form::Decode if config.outliers > 0.0 => 11,
+        Form::Decode => decode::MIN_OPSET,
     }
 }
 

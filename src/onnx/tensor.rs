@@ -190,6 +190,16 @@ pub fn u8_tensor(name: &str, dims: &[usize], values: Vec<u8>) -> TensorProto {
     with_raw(name, dims, DataType::Uint8, values)
 }
 
+/// A `UINT4` tensor: `values` (each below 16) packed two to a byte, the first in the
+/// low nibble, as ONNX lays out 4-bit data.
+pub fn uint4_tensor(name: &str, dims: &[usize], values: &[u8]) -> TensorProto {
+    let raw = values
+        .chunks(2)
+        .map(|pair| (pair[0] & 0x0f) | (pair.get(1).map_or(0, |high| high & 0x0f) << 4))
+        .collect();
+    with_raw(name, dims, DataType::Uint4, raw)
+}
+
 /// An `INT32` tensor.
 pub fn i32_tensor(name: &str, dims: &[usize], values: &[i32]) -> TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();

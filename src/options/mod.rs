@@ -134,11 +134,16 @@ pub struct ParticleOptions {
 /// Named settings of calibration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Preset {
-    /// `--target-bits 4` with bias correction.
+    /// `--target-bits 4` with bias correction; under `--form qdq`,
+    /// [`QDQ_QUALITY_BITS`] (its cheapest grid, 4-bit blocks of 128 with fp32 scales,
+    /// takes 4.28).
     Quality,
     /// `--target-bits 3` with bias correction and `--compensate`.
     Small,
 }
+
+/// Bits per weight `--preset quality` aims at under `--form qdq`.
+pub const QDQ_QUALITY_BITS: f64 = 4.5;
 
 /// Calibration: where the samples come from and what they decide.
 #[derive(Args, Clone, Debug)]
@@ -260,6 +265,7 @@ impl CalibrationOptions {
     /// flag, as [`Target::Guarded`] (or [`Target::Common`] under `--bits`).
     pub fn tuning(&self, config: &mut Config, real: bool) -> Result<(Option<Tuning>, Vec<Note>)> {
         let (preset_bits, preset_compensate) = match self.preset {
+            Some(Preset::Quality) if config.form == Form::Qdq => (Some(QDQ_QUALITY_BITS), false),
             Some(Preset::Quality) => (Some(4.0), false),
             Some(Preset::Small) => (Some(3.0), true),
             None => (None, false),

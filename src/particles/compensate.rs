@@ -165,6 +165,33 @@ impl Hessian {
             outliers: Vec::new(),
         }
     }
+
+    /// Rounds `matrix` with error feedback into the fixed `codebooks` (each ascending,
+    /// numbered as [`Matrix::codebook_of`]), without refitting them: GPTQ on given
+    /// grids. Nearest rounding when `H` gives no feedback (see [`compensate`]).
+    ///
+    /// # Panics
+    /// If `matrix` does not have [`inputs`](Self::inputs) inputs per channel.
+    pub fn round_into(
+        &self,
+        matrix: &Matrix,
+        granularity: Granularity,
+        codebooks: &[Vec<f64>],
+    ) -> Decomposition {
+        let layout = Layout::new(matrix, granularity);
+        assert_eq!(self.inputs, layout.inputs, "hessian must match the inputs");
+        let Some(feedback) = self.feedback.as_ref().filter(|_| !matrix.values.is_empty()) else {
+            return assign(matrix, granularity, codebooks);
+        };
+        let weights = inputs_major(matrix, matrix.values);
+        let index = feedback.round(&layout, &weights, codebooks);
+        Decomposition {
+            codebooks: codebooks.to_vec(),
+            index: layout.matrix_order(matrix, &index),
+            sse_bound: 0.0,
+            outliers: Vec::new(),
+        }
+    }
 }
 
 /// The calibration output's squared error `Σ_channels (w - ŵ)ᵀ H (w - ŵ)` of the

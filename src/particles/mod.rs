@@ -5,6 +5,7 @@
 
 pub mod codebook;
 pub mod compensate;
+pub mod grid;
 pub mod kmeans1d;
 pub mod lloyd1d;
 pub mod pack;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 pub use alike::AlikeGroup;
 pub use relation::{Relation, RelationGraph, WeightNode};
 
-use crate::config::Config;
+use crate::config::{Config, Form, GranularityChoice, QDQ_BLOCKS};
 use crate::error::Result;
 use crate::forms::min_opset;
 use crate::graph::{Constant, ConstantSource, Graph, Use, is_default};
@@ -160,10 +160,17 @@ impl<'m> Plan<'m> {
 }
 
 /// The setting `config` gives a weight first read by `patch` at `bits`: its
-/// granularity choice resolved for the weight's shape. A view with one channel (a
+/// granularity choice resolved for the weight's shape (under `--form qdq`, `auto` is
+/// the finest block, [`QDQ_BLOCKS`]`[0]`, as onnxruntime's own 4-bit quantizer). A view with one channel (a
 /// whole-tensor layout) has one codebook per channel or per tensor alike, written as
 /// per tensor: a Gather from `[K]` particles, not a GatherElements from `[1, K]`.
 fn common_setting(patch: &WeightPatch, config: &Config, bits: u32) -> Setting {
+    if config.form == Form::Qdq && config.granularity == GranularityChoice::Auto {
+        return Setting {
+            bits,
+            granularity: Granularity::Block(QDQ_BLOCKS[0]),
+        };
+    }
     let particle_size = config
         .codebook_type
         .resolve(patch.float_type, &[], false)

@@ -9,6 +9,7 @@
 //! the reason in one line. Only a missed bound fails.
 
 mod metrics;
+mod twin;
 mod worker;
 
 use std::borrow::Cow;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 pub use metrics::{DIVERGING_AGREEMENT, DIVERGING_REL_L2, OutputMetrics, Sums};
+pub use twin::decoded_twin;
 
 use crate::error::Result;
 use crate::inputs::{InputDims, InputValues, Samples, input_specs};
@@ -128,6 +130,10 @@ pub struct Validation {
     pub outputs: Vec<OutputMetrics>,
     /// One line per output that clearly diverges.
     pub warnings: Vec<String>,
+    /// `DequantizeLinear` nodes of constant integers folded into the decoded twin the
+    /// proof ran instead (tract cannot load 4-bit integers; see [`decoded_twin`]); 0
+    /// when the models ran as they are.
+    pub folded_dequantize: usize,
 }
 
 impl Validation {
@@ -164,8 +170,12 @@ impl Validation {
             .as_deref()
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
+        let twin = match self.folded_dequantize {
+            0 => String::new(),
+            n => format!(", on the decoded twin: {n} DequantizeLinear folded"),
+        };
         format!(
-            "proof in tract ({ran}, {:.1} s): {verdict}{reason}",
+            "proof in tract ({ran}{twin}, {:.1} s): {verdict}{reason}",
             self.seconds
         )
     }
@@ -203,6 +213,13 @@ pub fn validate(
     config: &ProofConfig,
 ) -> Result<Validation> {
     let start = Instant::now();
+    let (original_twin, rewritten_twin) = (decoded_twin(original)?, decoded_twin(rewritten)?);
+    let folded = [&original_twin, &rewritten_twin]
+        .iter()
+        .map(|t| t.as_ref().map_or(0, |(_, n)| *n))
+        .sum();
+    let original = original_twin.as_ref().map_or(original, |(m, _)| m);
+    let rewritten = rewritten_twin.as_ref().map_or(rewritten, |(m, _)| m);
     let names: Vec<String> = original
         .graph
         .iter()
@@ -233,6 +250,7 @@ pub fn validate(
         }
         (_, Err(e)) => {
             let mut v = outcome(config, Vec::new(), 0, start);
+            v.folded_dequantize = folded;
             v.verdict = Verdict::Unproven;
             v.reason = Some(format!("cannot feed the model: {e}"));
             return Ok(v);
@@ -282,6 +300,7 @@ pub fn validate(
         .map(|(name, s)| s.metrics(name))
         .collect();
     let mut v = outcome(config, metrics, planned, start);
+    v.folded_dequantize = folded;
     v.samples = ran;
     v.levels = levels;
     v.input_shapes = input_shapes;
@@ -329,5 +348,6 @@ fn outcome(
         input_shapes: Vec::new(),
         outputs,
         warnings,
+        folded_dequantize: 0,
     }
 }

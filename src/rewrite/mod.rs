@@ -24,13 +24,14 @@ use std::sync::Arc;
 
 use crate::fit::{Compensation, Fit, Fits, fit_values, matrix};
 use crate::forms::Subgraph;
+use crate::forms::qdq;
 use crate::graph::{Graph, Names};
 use crate::onnx::external_bytes;
 use crate::onnx::proto::ModelProto;
 use crate::onnx::tensor::float_values;
 use crate::particles::compensate::ROUNDS;
 use crate::plan::{Plan, Skipped, WeightPlan};
-use crate::report::{GroupReport, Report, TensorReport, progress_bar};
+use crate::report::{GroupReport, KmeansMethod, Report, TensorReport, progress_bar};
 use crate::rules::SkipReason;
 use crate::stats::{Stats, weight_hessian};
 use edits::Edits;
@@ -206,6 +207,11 @@ impl<'g, 'm> Emission<'g, 'm> {
         let model = self.graph.model;
         let mut rewritten = model.clone();
         self.edits.apply(&mut rewritten)?;
+        if self.tensors.iter().any(|t| t.kmeans == KmeansMethod::Grid) {
+            // 4-bit integers need IR 10, as opset 21 does.
+            let ir = rewritten.ir_version.unwrap_or(0).max(qdq::MIN_IR_VERSION);
+            rewritten.ir_version = Some(ir);
+        }
         let report = Report {
             input_bytes: model.encoded_len() + external_bytes(model) as usize,
             output_bytes: rewritten.encoded_len() + external_bytes(&rewritten) as usize,

@@ -466,6 +466,83 @@ def lossless_int8(binary, work):
     report("minilm_l6_int8 folded --lossless (up to 8 bits)", diff == 0.0 and ratio > 3.8, f"max_abs {diff}, {ratio:.2f}x smaller")
 
 
+def fused_matmulnbits(path):
+    """MatMulNBits nodes in onnxruntime's optimised graph of `path`."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(path) + ".opt.onnx"
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    opt = onnx.load(so.optimized_model_filepath)
+    Path(so.optimized_model_filepath).unlink()
+    return sum(n.op_type == "MatMulNBits" for n in opt.graph.node)
+
+
+def python_twin(model):
+    """`model` with every DequantizeLinear of initializers folded by onnx's reference
+    evaluator: an implementation of the definition independent of sora-onnx's twin."""
+    from onnx.reference import ReferenceEvaluator
+
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    g = twin.graph
+    inits = {t.name: t for t in g.initializer}
+    kept, folded, used = [], [], set()
+    for n in g.node:
+        if n.op_type == "DequantizeLinear" and all(i in inits for i in n.input if i):
+            sub = helper.make_graph([n], "dq", [], [helper.make_tensor_value_info(n.output[0], TensorProto.UNDEFINED, None)],
+                                    [inits[i] for i in n.input if i])
+            y = ReferenceEvaluator(helper.make_model(sub, opset_imports=twin.opset_import)).run(None, {})[0]
+            folded.append(numpy_helper.from_array(y, n.output[0]))
+        else:
+            kept.append(n)
+            used.update(n.input)
+    del g.node[:]
+    g.node.extend(kept)
+    rest = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(rest + folded)
+    return twin
+
+
+def qdq(binary, work):
+    """--form qdq: minilm_l3 (opset 17, upgraded to 21) calibrated on real sentences; every
+    rewritten weight fused into MatMulNBits; onnxruntime's run equals the onnx-reference
+    twin's; tract's proof (sora-onnx's own twin) equals it exactly."""
+    src = FIXTURES / "models" / "minilm_l3.onnx"
+    dst, report_path = work / "minilm_l3_qdq.onnx", work / "minilm_l3_qdq.json"
+    calibration = FIXTURES / "sentences" / "minilm_calib.npz"
+    rewrite(binary, src, dst, "--ops", "MatMul,Gemm", "--form", "qdq", "--preset", "quality", "--calibration", str(calibration), "--report", str(report_path))
+    model = check_model(dst)
+    rep = json.loads(report_path.read_text())
+    rewritten, bits = len(rep["tensors"]), rep["bits_per_weight"]
+    fused = fused_matmulnbits(dst)
+    report("minilm_l3 --form qdq: every weight fused", fused == rewritten == 18, f"{fused} MatMulNBits for {rewritten} rewritten weights")
+    ids, mask = sentences()
+    feed = {"input_ids": ids, "attention_mask": mask}
+    ref = session(src).run(["461"], feed)[0]
+    emb = session(dst).run(["461"], feed)[0]
+    cos = (ref * emb).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(emb, axis=1)
+    report("minilm_l3 --form qdq --preset quality", bits <= 4.5 and cos.mean() >= 0.985, f"{bits:.3f} bits/weight (limit 4.5), mean cosine {cos.mean():.4f} (floor 0.985)")
+    twin_path = work / "minilm_l3_qdq_twin.onnx"
+    onnx.save(python_twin(model), str(twin_path))
+    twin = session(twin_path).run(["461"], feed)[0]
+    rel = float(np.linalg.norm(emb - twin) / np.linalg.norm(twin))
+    report("minilm_l3 qdq: onnxruntime's fused kernel vs reference twin", rel < 1e-4, f"rel_l2 {rel:.2e} (limit 1e-4)")
+    proof = subprocess.run([binary, "validate", str(twin_path), str(dst), "--json"], capture_output=True, text=True)
+    outputs = json.loads(proof.stdout)["outputs"] if proof.returncode == 0 else []
+    worst = max((o["max_abs"] for o in outputs), default=None)
+    report("minilm_l3 qdq: sora-onnx's twin equals the reference twin", bool(outputs) and worst == 0.0, f"tract max_abs {worst} over {len(outputs)} outputs")
+    src, dst = FIXTURES / "models" / "wakeword_mlp.onnx", work / "wakeword_qdq.onnx"
+    rewrite(binary, src, dst, "--form", "qdq", "--bits", "8", "--min-elements", "0")
+    check_model(dst)
+    fused = fused_matmulnbits(dst)
+    x = RNG.standard_normal((1, 25, 96)).astype(np.float32)
+    a = session(src).run(None, {"onnx::Flatten_0": x})[0]
+    b = session(dst).run(None, {"onnx::Flatten_0": x})[0]
+    diff = float(np.abs(a - b).max())
+    report("wakeword_mlp --form qdq --bits 8 (opset 13, Gemm transB=1)", fused == 3 and diff < 0.01, f"{fused} MatMulNBits of 3 Gemm, max_abs {diff:.3g}")
+
+
 def int8(binary, work):
     src, dst = FIXTURES / "models" / "minilm_l6_int8.onnx", work / "minilm_l6_int8.onnx"
     rewrite(binary, src, dst)
@@ -562,6 +639,7 @@ def main():
     minilm(binary, work)
     minilm_preset(binary, work, "quality", 4.0, 0.99)
     minilm_preset(binary, work, "small", 3.0, 0.98)
+    qdq(binary, work)
     int8(binary, work)
     lossless_int8(binary, work)
     wild(binary, work)

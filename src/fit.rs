@@ -106,7 +106,15 @@ impl Fit {
             Particles::Grid(g) => {
                 let linear = w.patches.iter().all(|p| p.linear.is_some());
                 if linear && qdq::applies(target.float_type, self.bits, self.granularity) {
-                    qdq::emit(&target, g, self.granularity, names)
+                    let gemms: Option<Vec<_>> = (w.patches.iter())
+                        .map(|p| {
+                            let node = graph.node(p.node);
+                            (node.op_type() == "Gemm" && p.channel_axis == 0 && w.ties.is_empty())
+                                .then_some((p.node, node))
+                        })
+                        .collect();
+                    let gemms = gemms.unwrap_or_default();
+                    qdq::emit(&target, g, self.granularity, names, &gemms)
                 } else {
                     let d = &g.decomposition;
                     decode::emit(&target, d, self.granularity, names, shared_table)

@@ -57,7 +57,7 @@ fn folded_and_expected(case: &Case) -> (Vec<f64>, Vec<f64>) {
         bits: case.bits,
         opset: 21,
     };
-    let sub = qdq::emit(&target, &grids, granularity, &mut Names::default());
+    let sub = qdq::emit(&target, &grids, granularity, &mut Names::default(), &[]);
     let model = ModelProto {
         ir_version: Some(10),
         opset_import: vec![OperatorSetIdProto {
@@ -97,7 +97,8 @@ fn every_layout_dequantizes_to_the_fitted_grids() {
         // MatMul [K, N]: blocks of rows; a last block cut short (40 rows, blocks of 16).
         (40, 6, 4, 16, 1, FloatType::F32, None),
         (64, 3, 8, 32, 1, FloatType::F32, None),
-        // Gemm transB = 1 [N, K]: blocks of columns, odd count of 4-bit values.
+        // A [N, K] weight read by other than a Gemm: blocks of columns, an odd count
+        // of 4-bit values.
         (5, 33, 4, 16, 0, FloatType::F32, None),
         (4, 64, 8, 16, 0, FloatType::F16, None),
         // A whole tensor viewed as a matrix: Reshape after.

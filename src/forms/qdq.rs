@@ -7,17 +7,21 @@
 //! MatMul B [K, N] (inputs are rows), blocks of G rows:
 //!   B = DequantizeLinear(q uint4|uint8 [K, N], scale [ceil(K/G), N],
 //!                        zero_point uint4|uint8 [ceil(K/G), N], axis=0, block_size=G)
-//! Gemm transB=1, B [N, K] (inputs are columns): the same with axis=1, scale [N, ceil(K/G)]
+//! Gemm transB=1, B [N, K], every reader such a Gemm: the integers stored transposed,
+//!   [K, N], as above, and each Gemm replaced by the same Gemm with transB=0 reading it
+//! another reader of a [N, K] weight: B = DequantizeLinear(q [N, K], scale [N, ceil(K/G)],
+//!   zero_point [N, ceil(K/G)], axis=1, block_size=G)
 //! dims other than the matrix view:  B = Reshape(B, dims)
 //! ```
 //!
 //! Level `q` of a block is `(q - zero_point) * scale`, computed in the weight's type,
-//! which is the scale's; onnxruntime fuses axis 0 only (a Gemm with `transB = 1` is
-//! valid but runs on decoded weights).
+//! which is the scale's. onnxruntime fuses blocks along axis 0 into a MatMul or a Gemm
+//! with `transB = 0` only, hence the transposed Gemm weights.
 
 use super::{Emitter, Subgraph, Target, reshape};
 use crate::builder::attr_int;
-use crate::graph::Names;
+use crate::graph::{Names, NodeId};
+use crate::onnx::proto::NodeProto;
 use crate::onnx::tensor::{FloatType, float_tensor, u8_tensor, uint4_tensor};
 use crate::particles::grid::GridDecomposition;
 use crate::particles::{Granularity, Matrix};
@@ -38,12 +42,15 @@ pub fn applies(float_type: FloatType, bits: u32, granularity: Granularity) -> bo
 }
 
 /// Writes the `DequantizeLinear` rebuilding `target` from its grids at `granularity`
-/// (blocks of inputs; see [`applies`]).
+/// (blocks of inputs; see [`applies`]). With `gemm_readers` (the Gemm nodes with
+/// `transB = 1` that are the weight's only readers), the integers are stored
+/// transposed and each of those nodes is replaced by one with `transB = 0`.
 pub fn emit(
     target: &Target,
     grids: &GridDecomposition,
     granularity: Granularity,
     names: &mut Names,
+    gemm_readers: &[(NodeId, &NodeProto)],
 ) -> Subgraph {
     let [rows, cols] = target.shape;
     let Granularity::Block(block) = granularity else {
@@ -56,39 +63,75 @@ pub fn emit(
         channel_axis: target.channel_axis,
     };
     let blocks = matrix.blocks(granularity);
-    // Codebooks are numbered channel * blocks + block; scales are laid out as the
-    // weight, blocks along the input axis.
-    let (dims, book): ([usize; 2], Box<dyn Fn(usize) -> usize>) = match target.channel_axis {
-        1 => (
-            [blocks, cols],
-            Box::new(move |i| (i % cols) * blocks + i / cols),
-        ),
-        _ => ([rows, blocks], Box::new(|i| i)),
-    };
-    let count = dims[0] * dims[1];
+    let transpose = target.channel_axis == 0 && !gemm_readers.is_empty();
+    let index = &grids.decomposition.index;
+    // Integers as stored, and the codebook of each scale position (codebooks are
+    // numbered channel * blocks + block); blocks run along the stored input axis.
+    let (stored, dims, book): (_, [usize; 2], Box<dyn Fn(usize) -> usize>) =
+        match (target.channel_axis, transpose) {
+            (1, _) => (
+                ([rows, cols], index.clone()),
+                [blocks, cols],
+                Box::new(move |i| (i % cols) * blocks + i / cols),
+            ),
+            (_, true) => {
+                let t = (0..rows * cols).map(|i| index[(i % rows) * cols + i / rows]);
+                (
+                    ([cols, rows], t.collect()),
+                    [blocks, rows],
+                    Box::new(move |i| (i % rows) * blocks + i / rows),
+                )
+            }
+            (_, false) => (
+                ([rows, cols], index.clone()),
+                [rows, blocks],
+                Box::new(|i| i),
+            ),
+        };
+    let ((stored_dims, integers_stored), count) = (stored, dims[0] * dims[1]);
     let scales: Vec<f64> = (0..count).map(|i| grids.grids[book(i)].scale).collect();
     let zero_points: Vec<u8> = (0..count)
         .map(|i| grids.grids[book(i)].zero_point)
         .collect();
-    let index = &grids.decomposition.index;
     let mut e = Emitter::with_role(target.weight, "qdq", names);
     let integers = |name: &str, dims: &[usize], values: &[u8]| match target.bits {
         4 => uint4_tensor(name, dims, values),
         _ => u8_tensor(name, dims, values.to_vec()),
     };
-    let quantized = e.constant("quantized", |n| integers(n, &[rows, cols], index));
+    let quantized = e.constant("quantized", |n| integers(n, &stored_dims, &integers_stored));
     let scale = e.constant("scale", |n| {
         float_tensor(n, &dims, target.float_type, &scales)
     });
     let zero_point = e.constant("zero_point", |n| integers(n, &dims, &zero_points));
-    let axis = 1 - target.channel_axis as i64;
+    let axis = if transpose {
+        0
+    } else {
+        1 - target.channel_axis as i64
+    };
     let decoded = e.op(
         "DequantizeLinear",
         &[&quantized, &scale, &zero_point],
-        "decoded",
+        if transpose {
+            "decoded.transposed"
+        } else {
+            "decoded"
+        },
         vec![attr_int("axis", axis), attr_int("block_size", block as i64)],
     );
-    let output = if target.is_matrix() {
+    if transpose {
+        for &(id, gemm) in gemm_readers {
+            let since = e.emitted();
+            let mut inputs: Vec<&str> = gemm.input.iter().map(String::as_str).collect();
+            inputs[1] = &decoded;
+            let attributes = (gemm.attribute.iter())
+                .filter(|a| a.name() != "transB")
+                .cloned()
+                .collect();
+            e.op_to("Gemm", &inputs, &gemm.output[0], attributes);
+            e.replace(id, since);
+        }
+    }
+    let output = if target.is_matrix() || transpose {
         decoded
     } else {
         reshape(&mut e, &decoded, target.dims)

@@ -56,6 +56,20 @@ pub enum Error {
     /// The proof could not run.
     #[error("proof failed to run (pass --no-validate to skip it): {0}")]
     Proof(Box<Error>),
+    /// A node has no equivalent at the newer opset an upgrade asked for.
+    #[error("cannot upgrade node '{node}' ({op}) from opset {from} to {to}: {why}")]
+    Upgrade {
+        /// The node's name (or op type and position when it has none).
+        node: String,
+        /// Its op type.
+        op: String,
+        /// The model's default-domain opset.
+        from: i64,
+        /// The opset asked for.
+        to: i64,
+        /// Why it cannot be carried over.
+        why: String,
+    },
     /// tract could not load or run a model during the proof.
     #[error("tract could not {action} the {model} model: {message}")]
     Tract {

@@ -7,7 +7,7 @@ use crate::bias::BiasFix;
 use crate::builder::{Dim, value_info};
 use crate::error::Result;
 use crate::forms::Subgraph;
-use crate::graph::{ConstantSource, Graph, GraphStep};
+use crate::graph::{ConstantSource, Graph, GraphStep, graph_at};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::onnx::tensor::{FloatType, float_tensor, float_values};
@@ -197,20 +197,4 @@ fn list_initializers_as_inputs(g: &mut GraphProto) {
         })
         .collect();
     g.input.extend(missing);
-}
-
-/// The graph reached from the main graph by `path`.
-fn graph_at<'a>(model: &'a mut ModelProto, path: &[GraphStep]) -> &'a mut GraphProto {
-    let mut g = model
-        .graph
-        .as_mut()
-        .expect("the index checked the model has a graph");
-    for step in path {
-        let a = &mut g.node[step.node].attribute[step.attribute];
-        g = match step.graphs_index {
-            None => a.g.as_mut().expect("the index saw this subgraph"),
-            Some(i) => &mut a.graphs[i],
-        };
-    }
-    g
 }

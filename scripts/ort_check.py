@@ -526,8 +526,15 @@ def qdq(binary, work):
     twin_path = work / "minilm_l3_qdq_twin.onnx"
     onnx.save(python_twin(model), str(twin_path))
     twin = session(twin_path).run(["461"], feed)[0]
-    rel = float(np.linalg.norm(emb - twin) / np.linalg.norm(twin))
-    report("minilm_l3 qdq: onnxruntime's fused kernel vs reference twin", rel < 1e-4, f"rel_l2 {rel:.2e} (limit 1e-4)")
+    # The fused kernel's default (accuracy level 4) quantizes activations to int8; at
+    # level 0 it computes in float and must match the definition.
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    exact = ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"]).run(["461"], feed)[0]
+    rel = float(np.linalg.norm(exact - twin) / np.linalg.norm(twin))
+    rel_default = float(np.linalg.norm(emb - twin) / np.linalg.norm(twin))
+    report("minilm_l3 qdq: onnxruntime's fused kernel vs reference twin", rel < 1e-5, f"rel_l2 {rel:.2e} at accuracy level 0 (limit 1e-5), {rel_default:.2e} at the default int8 activations")
     proof = subprocess.run([binary, "validate", str(twin_path), str(dst), "--json"], capture_output=True, text=True)
     outputs = json.loads(proof.stdout)["outputs"] if proof.returncode == 0 else []
     worst = max((o["max_abs"] for o in outputs), default=None)

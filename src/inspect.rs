@@ -8,6 +8,7 @@ use prost::Message;
 use crate::config::Config;
 use crate::error::Result;
 use crate::fit::{HALF_BITS, check, fit_values};
+use crate::forms::qdq;
 use crate::graph::Graph;
 use crate::guard::guard;
 use crate::onnx::proto::ModelProto;
@@ -114,7 +115,8 @@ pub fn relations(model: &ModelProto, config: &Config) -> Result<RelationGraph> {
 /// would refuse (values not finite, inputs `--dim` does not divide, not lossless
 /// under `--lossless`) are skipped with the reason, as `rewrite` skips them.
 pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
-    let graph = Graph::new(model)?;
+    let upgraded = qdq::upgraded(model, config)?;
+    let graph = Graph::new(upgraded.as_ref().map_or(model, |(m, _)| m))?;
     let mut plan = Plan::new(&graph, config)?;
     if let Some(g) = &config.guard {
         let guarded = guard(&graph, &plan, config, g)?;

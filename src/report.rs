@@ -6,6 +6,7 @@ use std::fmt::Write;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::onnx::tensor::FloatType;
+use crate::onnx::upgrade::Upgraded;
 use crate::particles::Granularity;
 use crate::plan::Skipped;
 use crate::prove::Validation;
@@ -28,6 +29,8 @@ pub struct Report {
     pub groups: Vec<GroupReport>,
     /// Nodes left alone and why.
     pub skipped: Vec<Skipped>,
+    /// How the model's opset was upgraded first (`--form qdq` needs opset 21).
+    pub opset_upgrade: Option<Upgraded>,
     /// The proof in tract, if it ran.
     pub validation: Option<Validation>,
     /// Wall time of the job (calibration, the data-free choice, the rewrite, and the

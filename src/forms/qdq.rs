@@ -20,9 +20,13 @@
 
 use super::{Emitter, Subgraph, Target, reshape};
 use crate::builder::attr_int;
+use crate::config::{Config, Form};
+use crate::error::Result;
+use crate::graph::is_default;
 use crate::graph::{Names, NodeId};
-use crate::onnx::proto::NodeProto;
+use crate::onnx::proto::{ModelProto, NodeProto};
 use crate::onnx::tensor::{FloatType, float_tensor, u8_tensor, uint4_tensor};
+use crate::onnx::upgrade::{Upgraded, upgrade_opset};
 use crate::particles::grid::GridDecomposition;
 use crate::particles::{Granularity, Matrix};
 
@@ -31,6 +35,21 @@ pub const MIN_OPSET: i64 = 21;
 
 /// First IR version with 4-bit integer tensors (that of opset 21).
 pub const MIN_IR_VERSION: i64 = 10;
+
+/// `model` upgraded to [`MIN_OPSET`] when `config` asks for the qdq form and the
+/// model's default-domain opset is older, with what the upgrade changed; `None` when
+/// the model is used as it is. Errors name the node no upgrade can carry.
+pub fn upgraded(model: &ModelProto, config: &Config) -> Result<Option<(ModelProto, Upgraded)>> {
+    let opset = (model.opset_import.iter())
+        .find(|o| is_default(o.domain()))
+        .map_or(0, |o| o.version());
+    if config.form != Form::Qdq || opset >= MIN_OPSET {
+        return Ok(None);
+    }
+    let mut upgraded = model.clone();
+    let changed = upgrade_opset(&mut upgraded, MIN_OPSET)?;
+    Ok(Some((upgraded, changed)))
+}
 
 /// Whether a weight of `float_type` at `bits` with `granularity` can take the qdq
 /// form: half or single precision (the types a scale may have), 4 or 8 bits, blocks

@@ -13,6 +13,7 @@ use crate::calibrate::{Calibrated, Sensitivity, calibrate};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fit::Fits;
+use crate::forms::qdq;
 use crate::graph::Graph;
 use crate::guard::{Guarded, guard};
 use crate::inputs::{SampleSource, Samples};
@@ -119,10 +120,19 @@ fn in_memory<'a>(
 /// Samples per held-out proof sample when real inputs are split.
 pub const PROOF_EVERY: usize = 4;
 
-/// Runs `job` on `model` (its external data in `job.config.external_dir`).
-pub fn run_rewrite(model: &ModelProto, job: &RewriteJob) -> Result<Outcome> {
+/// Runs `job` on `input` (its external data in `job.config.external_dir`); under
+/// `--form qdq` on the input upgraded to opset 21 (see [`qdq::upgraded`]).
+pub fn run_rewrite(input: &ModelProto, job: &RewriteJob) -> Result<Outcome> {
     let start = Instant::now();
     let mut notes = Vec::new();
+    let upgraded = qdq::upgraded(input, &job.config)?;
+    if let Some((_, changed)) = &upgraded {
+        notes.push(Note::Status(format!(
+            "--form qdq needs opset {}: upgraded {changed}",
+            qdq::MIN_OPSET
+        )));
+    }
+    let model = upgraded.as_ref().map_or(input, |(m, _)| m);
     let mut job = job.clone();
     if let Some(source) = &job.inputs {
         let real = Samples::load(model, source, job.proof.feeding(), job.proof.seed)?;
@@ -148,14 +158,18 @@ pub fn run_rewrite(model: &ModelProto, job: &RewriteJob) -> Result<Outcome> {
     };
     let report = &mut rewritten.report;
     report.seconds = start.elapsed().as_secs_f64();
+    report.opset_upgrade = upgraded.map(|(_, changed)| changed);
     if report.tensors.is_empty() {
         notes.push(Note::Status(
             "nothing to rewrite: writing an unchanged copy".into(),
         ));
+        report.opset_upgrade = None;
+        rewritten.model = input.clone();
     } else if job.prove && report.validation.is_none() {
         let proving = Instant::now();
         let dir = job.config.external_dir.as_deref().unwrap_or(Path::new("."));
-        let original = load_for_proof(model, dir)?;
+        // The proof compares with the model as given, so it covers the upgrade too.
+        let original = load_for_proof(input, dir)?;
         let candidate = load_for_proof(&rewritten.model, dir)?;
         if let (Some(original), Some(candidate)) = (original, candidate) {
             let validation = validate(&original, &candidate, &job.proof)

@@ -56,12 +56,16 @@ pub struct Measured<'a> {
 }
 
 /// Plans the rewrite of `model` under `config` and carries it out: every weight the
-/// rules select is decomposed and its readers read the decoded weight. The input
-/// model is not modified.
+/// rules select is decomposed and its readers read the decoded weight (under
+/// `--form qdq` the model's opset is upgraded to 21 first). The input model is not
+/// modified.
 pub fn rewrite(model: &ModelProto, config: &Config) -> Result<Rewritten> {
-    let graph = Graph::new(model)?;
+    let upgraded = qdq::upgraded(model, config)?;
+    let graph = Graph::new(upgraded.as_ref().map_or(model, |(m, _)| m))?;
     let plan = Plan::new(&graph, config)?;
-    rewrite_plan(&graph, &plan, config, None)
+    let mut out = rewrite_plan(&graph, &plan, config, None)?;
+    out.report.opset_upgrade = upgraded.map(|(_, u)| u);
+    Ok(out)
 }
 
 /// Carries out `plan` (made from `graph` under `config`). With what calibration
@@ -219,6 +223,7 @@ impl<'g, 'm> Emission<'g, 'm> {
             tensors: self.tensors,
             groups: self.groups,
             skipped: self.skipped,
+            opset_upgrade: None,
             validation: None,
             seconds: start.elapsed().as_secs_f64(),
         };

@@ -30,8 +30,8 @@ pub const OLDEST: i64 = 7;
 pub const NEWEST: i64 = 21;
 
 /// What an upgrade changed: the opset before, and per op type how many nodes were
-/// rewritten (for a report/note line).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// rewritten.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Upgraded {
     /// The model's default-domain opset before (0 when it imported none).
     pub from: i64,
@@ -39,6 +39,20 @@ pub struct Upgraded {
     pub to: i64,
     /// How many nodes of each op type were rewritten.
     pub rewritten: BTreeMap<String, usize>,
+}
+
+impl std::fmt::Display for Upgraded {
+    /// `opset 11 -> 21 (Squeeze: 2, Unsqueeze: 4 nodes rewritten)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "opset {} -> {}", self.from, self.to)?;
+        if self.rewritten.is_empty() {
+            return write!(f, " (no node changed)");
+        }
+        let ops: Vec<String> = (self.rewritten.iter())
+            .map(|(op, n)| format!("{op}: {n}"))
+            .collect();
+        write!(f, " ({} nodes rewritten)", ops.join(", "))
+    }
 }
 
 /// Rewrites `model` (every graph, If/Loop/Scan bodies included) so that it is valid at

@@ -51,6 +51,7 @@ pub mod rules;
 pub mod runtime;
 pub mod stats;
 pub mod sweep;
+pub mod upgrade;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -6,10 +6,10 @@ use std::fmt::Write;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::onnx::tensor::FloatType;
-use crate::onnx::upgrade::Upgraded;
 use crate::particles::Granularity;
 use crate::plan::Skipped;
 use crate::prove::Validation;
+use crate::upgrade::Upgraded;
 
 /// The whole report. JSON numbers that are infinite (a lossless tensor's SQNR) are
 /// written as `null`.

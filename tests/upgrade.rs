@@ -6,8 +6,8 @@ use sora_onnx::builder::{
 };
 use sora_onnx::onnx::proto::ModelProto;
 use sora_onnx::onnx::proto::tensor_proto::DataType;
-use sora_onnx::onnx::upgrade::upgrade_opset;
 use sora_onnx::runtime::{Session, values_f64};
+use sora_onnx::upgrade::upgrade_opset;
 use tract_onnx::prelude::*;
 
 /// The outputs of `model` in tract for the float input `x` of `dims`, and for a boolean

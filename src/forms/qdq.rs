@@ -26,9 +26,9 @@ use crate::graph::is_default;
 use crate::graph::{Names, NodeId};
 use crate::onnx::proto::{ModelProto, NodeProto};
 use crate::onnx::tensor::{FloatType, float_tensor, u8_tensor, uint4_tensor};
-use crate::onnx::upgrade::{Upgraded, upgrade_opset};
 use crate::particles::grid::GridDecomposition;
 use crate::particles::{Granularity, Matrix};
+use crate::upgrade::{Upgraded, upgrade_opset};
 
 /// First opset with blocked `DequantizeLinear` (`block_size`) and 4-bit integers.
 pub const MIN_OPSET: i64 = 21;

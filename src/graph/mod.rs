@@ -9,8 +9,8 @@ use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 mod names;
-
-pub use names::Names;
+mod path;
+pub use {names::Names, path::graph_at};
 
 use crate::error::{Error, Result};
 use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
@@ -397,24 +397,6 @@ impl<'m> Graph<'m> {
             _ => None,
         }
     }
-}
-
-/// The graph reached from the main graph of `model` by `path` (a scope's
-/// [`Scope::path`]), to edit. Panics if the model has no graph or `path` leads nowhere:
-/// paths come from an index of this same model.
-pub fn graph_at<'a>(model: &'a mut ModelProto, path: &[GraphStep]) -> &'a mut GraphProto {
-    let mut g = model
-        .graph
-        .as_mut()
-        .expect("the index checked the model has a graph");
-    for step in path {
-        let a = &mut g.node[step.node].attribute[step.attribute];
-        g = match step.graphs_index {
-            None => a.g.as_mut().expect("the index saw this subgraph"),
-            Some(i) => &mut a.graphs[i],
-        };
-    }
-    g
 }
 
 #[cfg(test)]

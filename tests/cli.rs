@@ -572,3 +572,67 @@ fn inspect_shows_the_skips_of_the_fit_stage_as_rewrite_does() {
     let (out, _dir) = rewrite_built(&model, &[]);
     assert!(text(&out.stdout).contains("nothing to rewrite"));
 }
+
+#[test]
+fn qdq_upgrades_an_older_opset_and_says_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, report_path) = (dir.path().join("q.onnx"), dir.path().join("q.json"));
+    let args = ["--form", "qdq", "--bits", "8", "--min-elements", "0"];
+    let out = sora(
+        &[
+            &[
+                "rewrite",
+                &wakeword(),
+                path(&out_path),
+                "--report",
+                path(&report_path),
+            ][..],
+            &args,
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "--form qdq needs opset 21: upgraded opset 13 -> 21 (ReduceMean: 4 nodes rewritten)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("on the decoded twin: 3 DequantizeLinear folded"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["opset_upgrade"]["from"], 13);
+    assert_eq!(report["opset_upgrade"]["rewritten"]["ReduceMean"], 4);
+    let model = sora_onnx::onnx::load_model(&out_path).unwrap();
+    assert_eq!(model.opset_import[0].version, Some(21));
+    assert_eq!(model.ir_version, Some(10));
+
+    // A node with no opset-21 equivalent refuses the run, naming it; nothing written.
+    let mut b = ModelBuilder::new(9);
+    b.input_f32("x", &[1, 64]);
+    b.initializer(sora_onnx::builder::float_matrix("w", 64, 64, 3));
+    b.node("MatMul", &["x", "w"], &["h"]);
+    b.initializer(sora_onnx::onnx::tensor::float_tensor(
+        "scales",
+        &[2],
+        sora_onnx::onnx::tensor::FloatType::F32,
+        &[1.0, 2.0],
+    ));
+    b.node("Upsample", &["h", "scales"], &["y"]).name = Some("up".into());
+    b.output_f32("y");
+    let input = dir.path().join("old.onnx");
+    std::fs::write(&input, b.build().encode_to_vec()).unwrap();
+    let refused = dir.path().join("refused.onnx");
+    let out = sora(&["rewrite", path(&input), path(&refused), "--form", "qdq"]);
+    assert_eq!(out.status.code(), Some(2));
+    let error = one_line_error(&out);
+    assert!(
+        error.contains("cannot upgrade node 'up' (Upsample) from opset 9 to 21"),
+        "{error}"
+    );
+    assert!(!refused.exists());
+}

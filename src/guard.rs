@@ -275,8 +275,9 @@ pub fn guard(graph: &Graph, plan: &Plan, config: &Config, guard: &Guard) -> Resu
     Ok(out)
 }
 
-/// The bytes a weight's index and codebooks take at `setting`.
-fn setting_bytes(w: &WeightPlan, setting: Setting, config: &Config) -> usize {
+/// The bytes a weight's index and codebooks take at `setting` (under `--form qdq`,
+/// its integers and a scale and zero point per block).
+pub(crate) fn setting_bytes(w: &WeightPlan, setting: Setting, config: &Config) -> usize {
     let float_type = w.first().float_type;
     let codebooks = matrix(w, &[]).codebooks(setting.granularity);
     let per_codebook = match config.form {

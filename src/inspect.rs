@@ -5,18 +5,19 @@ use std::fmt::Write;
 
 use prost::Message;
 
-use crate::config::Config;
+use crate::config::{Config, Form};
 use crate::error::Result;
 use crate::fit::{HALF_BITS, check, fit_values};
 use crate::forms::qdq;
 use crate::graph::Graph;
-use crate::guard::guard;
+use crate::guard::{guard, setting_bytes};
 use crate::onnx::proto::ModelProto;
 use crate::onnx::tensor::FloatType;
 use crate::onnx::tensor::float_values;
 use crate::particles::Matrix;
 use crate::particles::pack::packed_len;
 use crate::plan::{Plan, RelationGraph, Skipped, WeightPlan};
+use crate::upgrade::Upgraded;
 
 /// A weight the rewrite would decompose.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -51,6 +52,8 @@ pub struct Inspection {
     pub model_bytes: usize,
     /// Default-domain opset.
     pub opset: i64,
+    /// How the opset would be upgraded first (`--form qdq` below opset 21).
+    pub opset_upgrade: Option<Upgraded>,
     /// Weights that would be rewritten.
     pub candidates: Vec<Candidate>,
     /// Nodes that would be left alone and why.
@@ -66,8 +69,13 @@ impl Inspection {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{name}: opset {}, {} bytes",
-            self.opset, self.model_bytes
+            "{name}: opset {}, {} bytes{}",
+            self.opset,
+            self.model_bytes,
+            self.opset_upgrade
+                .as_ref()
+                .map(|u| format!("; --form qdq upgrades {u}"))
+                .unwrap_or_default()
         );
         for c in &self.candidates {
             let tied = match c.tied.len() {
@@ -147,7 +155,8 @@ pub fn inspect(model: &ModelProto, config: &Config) -> Result<Inspection> {
         .sum();
     Ok(Inspection {
         model_bytes,
-        opset: graph.opset,
+        opset: upgraded.as_ref().map_or(graph.opset, |(_, u)| u.from),
+        opset_upgrade: upgraded.map(|(_, u)| u),
         estimated_model_bytes: model_bytes - saved,
         candidates,
         skipped,
@@ -186,6 +195,8 @@ fn candidate(graph: &Graph, w: &WeightPlan, config: &Config) -> Candidate {
                 .sum::<usize>(),
         estimated_bytes_after: if bits == HALF_BITS {
             rows * cols * 2
+        } else if config.form == Form::Qdq {
+            setting_bytes(w, w.setting, config)
         } else if config.uses_vectors() {
             let (stages, dim) = (config.stages, config.dim);
             stages * (packed_len(rows * cols / dim, bits) + (1 << bits) * dim * particle_size)

@@ -611,6 +611,22 @@ fn qdq_upgrades_an_older_opset_and_says_what_changed() {
     assert_eq!(model.opset_import[0].version, Some(21));
     assert_eq!(model.ir_version, Some(10));
 
+    // inspect shows the same plan: the upgrade, blocks, and qdq's bytes.
+    let out = sora(&[&["inspect", &wakeword()][..], &args].concat());
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("opset 13, 316022 bytes; --form qdq upgrades opset 13 -> 21 (ReduceMean: 4 nodes rewritten)"),
+        "{stdout}"
+    );
+    let estimated: usize = (report["tensors"].as_array().unwrap().iter())
+        .map(|t| t["bytes_after"].as_u64().unwrap() as usize)
+        .sum();
+    let listed: usize = (stdout.lines())
+        .filter_map(|l| l.split("-> ~").nth(1))
+        .map(|b| b.trim_end_matches(" bytes").parse::<usize>().unwrap())
+        .sum();
+    assert!(listed.abs_diff(estimated) * 20 < estimated, "inspect {listed} vs written {estimated}");
+
     // A node with no opset-21 equivalent refuses the run, naming it; nothing written.
     let mut b = ModelBuilder::new(9);
     b.input_f32("x", &[1, 64]);

@@ -625,7 +625,10 @@ fn qdq_upgrades_an_older_opset_and_says_what_changed() {
         .filter_map(|l| l.split("-> ~").nth(1))
         .map(|b| b.trim_end_matches(" bytes").parse::<usize>().unwrap())
         .sum();
-    assert!(listed.abs_diff(estimated) * 20 < estimated, "inspect {listed} vs written {estimated}");
+    assert!(
+        listed.abs_diff(estimated) * 20 < estimated,
+        "inspect {listed} vs written {estimated}"
+    );
 
     // A node with no opset-21 equivalent refuses the run, naming it; nothing written.
     let mut b = ModelBuilder::new(9);

@@ -146,3 +146,14 @@ def test_an_unproven_rewrite_is_returned_with_a_warning():
     with pytest.warns(sora_onnx.UnprovenWarning, match="unproven"):
         _, report = sora_onnx.rewrite(WAKEWORD, max_rel_error=0.5, proof_seconds=0)
     assert report["validation"]["verdict"] == "unproven"
+
+
+def test_qdq_form_from_python_upgrades_and_proves_through_the_twin():
+    model = onnx.load(str(WAKEWORD))
+    rewritten, report = sora_onnx.rewrite(model, form="qdq", bits=8, min_elements=0)
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert rewritten.opset_import[0].version == 21
+    assert report["opset_upgrade"] == {"from": 13, "to": 21, "rewritten": {"ReduceMean": 4}}
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("DequantizeLinear") == 3
+    assert report["validation"]["folded_dequantize"] == 3

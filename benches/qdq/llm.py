@@ -23,23 +23,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import fused, ort_quantize, weight_bits  # noqa: E402
+from run import SESSION, fused, ort_quantize, weight_bits  # noqa: E402
 
-MEASURE = r"""
-import json, sys, time
-import numpy as np
-import onnxruntime as ort
-
-def rss():
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) * 1024
-
+MEASURE = SESSION + r"""
 path = sys.argv[1]
-so = ort.SessionOptions()
-so.intra_op_num_threads = 1
-so.inter_op_num_threads = 1
 before = rss()
 t0 = time.perf_counter()
 sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])

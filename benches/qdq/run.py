@@ -63,9 +63,11 @@ def weight_bits(path):
     return 8.0 * stored / weights if weights else None
 
 
-MEASURE = r"""
+# The start of every measuring process: a session on one thread, and rss() in bytes.
+SESSION = r"""
 import json, sys, time, os
 import numpy as np
+import onnxruntime as ort
 
 def rss():
     with open('/proc/self/status') as f:
@@ -73,11 +75,13 @@ def rss():
             if line.startswith('VmRSS:'):
                 return int(line.split()[1]) * 1024
 
-import onnxruntime as ort
-path, evalnpz, outdir = sys.argv[1], sys.argv[2], sys.argv[3]
 so = ort.SessionOptions()
 so.intra_op_num_threads = 1
 so.inter_op_num_threads = 1
+"""
+
+MEASURE = SESSION + r"""
+path, evalnpz, outdir = sys.argv[1], sys.argv[2], sys.argv[3]
 before = rss()
 t0 = time.perf_counter()
 sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])

@@ -115,6 +115,17 @@ pub const QDQ_BLOCKS: [usize; 3] = [32, 64, 128];
 /// fused kernel take.
 pub const QDQ_BITS: [u32; 2] = [4, 8];
 
+impl GranularityChoice {
+    /// The blocks the qdq form chooses from: the one fixed, or under `auto` every
+    /// size of [`QDQ_BLOCKS`].
+    pub fn qdq_blocks(self) -> Vec<Granularity> {
+        match self {
+            GranularityChoice::Fixed(g) => vec![g],
+            GranularityChoice::Auto => QDQ_BLOCKS.iter().map(|&g| Granularity::Block(g)).collect(),
+        }
+    }
+}
+
 /// Which related weights share particles (the plan relates them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Share {

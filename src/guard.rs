@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::config::{Config, Form, GranularityChoice, Guard, QDQ_BITS, QDQ_BLOCKS};
+use crate::config::{Config, Form, GranularityChoice, Guard, QDQ_BITS};
 use crate::error::Result;
 use crate::fit::{Fit, Fits, HALF_BITS, check, fit_values, half, matrix};
 use crate::graph::{Def, Graph, LAYOUT_ONLY, NodeId, Use};
@@ -308,12 +308,8 @@ fn choose(w: &WeightPlan, config: &Config, guard: &Guard, bonus: f64) -> Result<
     };
     let p = w.first();
     let granularities: Vec<Granularity> = match config.granularity {
+        _ if config.form == Form::Qdq => config.granularity.qdq_blocks(),
         GranularityChoice::Fixed(g) => vec![g],
-        GranularityChoice::Auto if config.form == Form::Qdq => QDQ_BLOCKS
-            .iter()
-            .rev()
-            .map(|&g| Granularity::Block(g))
-            .collect(),
         GranularityChoice::Auto if p.shape[p.channel_axis] > 1 => {
             vec![Granularity::Tensor, Granularity::Channel]
         }

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::Tensor;
 
 use super::probe::Probe;
-use crate::config::{Config, Form, GranularityChoice, QDQ_BITS, QDQ_BLOCKS};
+use crate::config::{Config, Form, QDQ_BITS};
 use crate::error::Result;
 use crate::fit::{Compensation, Fit, Fits, fit_values, matrix};
 use crate::graph::Graph;
@@ -67,26 +67,17 @@ pub const MAX_KEPT_FIT_BYTES: usize = 1 << 28;
 
 /// The settings measured for a weight: `min_bits..=8` bits (from 1) per tensor, and per
 /// channel when the weight has more than one channel; under `--form qdq`, 4 and 8 bits
-/// (those of at least `min_bits`, or 8) on each block size of [`QDQ_BLOCKS`] (or the
-/// one `--granularity` fixes).
+/// (those of at least `min_bits`) on each block
+/// [`qdq_blocks`](crate::config::GranularityChoice::qdq_blocks) gives.
 pub fn candidate_settings(w: &WeightPlan, config: &Config, min_bits: u32) -> Vec<Setting> {
     if config.form == Form::Qdq {
-        let blocks: Vec<Granularity> = match config.granularity {
-            GranularityChoice::Fixed(g) => vec![g],
-            GranularityChoice::Auto => QDQ_BLOCKS.iter().map(|&g| Granularity::Block(g)).collect(),
-        };
-        let bits: Vec<u32> = match QDQ_BITS
-            .iter()
-            .copied()
-            .filter(|&b| b >= min_bits)
-            .collect::<Vec<_>>()
-        {
-            bits if bits.is_empty() => vec![8],
-            bits => bits,
-        };
-        return blocks
-            .iter()
-            .flat_map(|&granularity| bits.iter().map(move |&bits| Setting { bits, granularity }))
+        // min_bits is at most 8, so 8 bits are always measured.
+        let bits: Vec<u32> = QDQ_BITS
+            .into_iter()
+            .filter(|&b| b >= min_bits.min(8))
+            .collect();
+        return (config.granularity.qdq_blocks().into_iter())
+            .flat_map(|granularity| bits.iter().map(move |&bits| Setting { bits, granularity }))
             .collect();
     }
     let low = min_bits.clamp(1, 8);

@@ -118,7 +118,10 @@ impl Session {
         which: &str,
         inputs: &[(DatumType, Vec<usize>)],
     ) -> Result<Self> {
-        Self::from_bytes(&model.encode_to_vec(), which, inputs)
+        // The encoded bytes go before the model is optimized: a large model's weights
+        // are then held twice at most, not three times.
+        let inference = Self::inference(&model.encode_to_vec(), which, inputs)?;
+        Self::optimized(inference, which)
     }
 
     /// [`Session::new`] from the model's encoded bytes.
@@ -127,12 +130,16 @@ impl Session {
         which: &str,
         inputs: &[(DatumType, Vec<usize>)],
     ) -> Result<Self> {
-        let fail = |action, message| Error::Tract {
-            action,
-            model: which.to_string(),
-            message,
-        };
-        let inference = guarded(|| {
+        Self::optimized(Self::inference(bytes, which, inputs)?, which)
+    }
+
+    /// The model in `bytes` as tract loads it, with the input facts set.
+    fn inference(
+        bytes: &[u8],
+        which: &str,
+        inputs: &[(DatumType, Vec<usize>)],
+    ) -> Result<InferenceModel> {
+        guarded(|| {
             // Declared intermediate and output shapes may name symbols the concrete
             // input facts conflict with; the proof compares the values computed.
             let mut model = tract_onnx::onnx()
@@ -144,7 +151,20 @@ impl Session {
             }
             Ok(model)
         })
-        .map_err(|e| fail("load", e))?;
+        .map_err(|message| Error::Tract {
+            action: "load",
+            model: which.to_string(),
+            message,
+        })
+    }
+
+    /// The best rung of the ladder that `inference` reaches.
+    fn optimized(inference: InferenceModel, which: &str) -> Result<Self> {
+        let fail = |action, message| Error::Tract {
+            action,
+            model: which.to_string(),
+            message,
+        };
         let mut first_error = None;
         for level in Level::LADDER {
             let model = inference.clone();

@@ -360,7 +360,7 @@ fn hostile_seeds_are_refused_in_process() {
             std::fs::copy((case.setup)(dir.path(), dir.path()), &seed).unwrap();
         }
         let bytes = std::fs::read(&seed).unwrap_or_else(|e| panic!("{}: {e}", seed.display()));
-        let refused = sora_onnx::onnx::decode_model(&bytes, &seed).and_then(|model| {
+        let refused = sora_onnx::onnx::decode_model(&bytes[..], &seed).and_then(|model| {
             let out = sora_onnx::rewrite(&model, &sora_onnx::Config::default())?;
             sora_onnx::validate(&model, &out.model, &sora_onnx::ProofConfig::default())
         });

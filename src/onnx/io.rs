@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use prost::bytes::{Buf, Bytes};
 
 use super::OUTPUT_MODE;
 use super::external::{ExternalWriter, external_ref, is_external, read_external};
@@ -35,11 +36,12 @@ pub fn load_model(path: &Path) -> Result<ModelProto> {
         path: path.to_path_buf(),
         error,
     })?;
-    decode_model(&bytes, path)
+    decode_model(Bytes::from(bytes), path)
 }
 
-/// Decodes model bytes; `path` only names the source in errors.
-pub fn decode_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
+/// Decodes model bytes; `path` only names the source in errors. Decoded from
+/// [`Bytes`], the tensors' raw data refers to that buffer instead of copying it.
+pub fn decode_model(bytes: impl Buf, path: &Path) -> Result<ModelProto> {
     let not_onnx = |what: String| Error::NotOnnx {
         path: path.to_path_buf(),
         what,
@@ -222,7 +224,7 @@ pub fn external_bytes(model: &ModelProto) -> u64 {
 fn inline(t: &mut TensorProto, source_dir: &Path) -> Result<()> {
     if is_external(t) {
         let bytes = read_external(&external_ref(t, source_dir, None)?, t.name())?;
-        t.raw_data = Some(bytes);
+        t.raw_data = Some(bytes.into());
         t.external_data.clear();
         t.data_location = None;
     }

@@ -171,7 +171,7 @@ fn with_raw(name: &str, dims: &[usize], data_type: DataType, raw: Vec<u8>) -> Te
         name: Some(name.to_string()),
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: Some(data_type as i32),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..Default::default()
     }
 }

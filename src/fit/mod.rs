@@ -1,14 +1,14 @@
 //! Fitting one weight: read its values, choose the particle settings the config asks
 //! for (bits, granularity, lossless, outliers, vectors and stages), decompose, and
-//! emit the matching form. Called by the driver for every planned weight, in parallel.
+//! emit the matching form ([`emit`]). Called by the driver for every planned weight, in parallel.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, Form, GranularityChoice, LutGather};
 use crate::error::Result;
-use crate::forms::{Subgraph, Target, decode, half, lut, qdq, scaled, subspace, vector};
-use crate::graph::{Graph, Names};
+mod emit;
+
 use crate::onnx::tensor::FloatType;
 use crate::particles::compensate::Hessian;
 use crate::particles::grid::{GridDecomposition, decompose_grid};
@@ -73,66 +73,6 @@ impl Fit {
             Particles::Subspace(d) => d.decoded(matrix, round),
             Particles::Half(v) => v.iter().map(|&x| round(x)).collect(),
             Particles::Grid(g) => g.decomposition.decoded(matrix, self.granularity, round),
-        }
-    }
-
-    /// The subgraph for the weight planned as `w` in `graph`: its decoding, or under
-    /// [`Form::Lut`], when every reader is a MatMul or Gemm, the LUT nodes replacing
-    /// them. With `shared_table`, scalar codebooks are read from that initializer
-    /// instead of stored again.
-    pub fn emit(
-        &self,
-        w: &WeightPlan,
-        graph: &Graph,
-        names: &mut Names,
-        shared_table: Option<&str>,
-    ) -> Subgraph {
-        let patch = w.first();
-        let target = Target {
-            weight: patch.weight.name,
-            dims: &patch.weight.tensor.dims,
-            shape: patch.shape,
-            float_type: patch.float_type,
-            stored_type: self.codebook_type,
-            channel_axis: patch.channel_axis,
-            bits: self.bits,
-            opset: graph.opset,
-        };
-        match &self.particles {
-            Particles::Scalar(d) => decode::emit(&target, d, self.granularity, names, shared_table),
-            Particles::Scaled(grid) => scaled::emit(&target, grid, names),
-            Particles::Vector(d) => vector::emit(&target, d, names),
-            Particles::Half(values) => half::emit(&target, values, names),
-            Particles::Grid(g) => {
-                let linear = w.patches.iter().all(|p| p.linear.is_some());
-                if linear && qdq::applies(target.float_type, self.bits, self.granularity) {
-                    let gemms: Option<Vec<_>> = (w.patches.iter())
-                        .map(|p| {
-                            let node = graph.node(p.node);
-                            (node.op_type() == "Gemm" && p.channel_axis == 0 && w.ties.is_empty())
-                                .then_some((p.node, node))
-                        })
-                        .collect();
-                    let gemms = gemms.unwrap_or_default();
-                    qdq::emit(&target, g, self.granularity, names, &gemms)
-                } else {
-                    let d = &g.decomposition;
-                    decode::emit(&target, d, self.granularity, names, shared_table)
-                }
-            }
-            Particles::Subspace(d) => {
-                let readers: Option<Vec<_>> = w
-                    .patches
-                    .iter()
-                    .map(|p| Some((p.node, p.linear?)))
-                    .collect();
-                match (self.lut, readers) {
-                    (Some(gather), Some(readers)) => {
-                        lut::emit(&target, d, &readers, graph.opset, gather, names)
-                    }
-                    _ => subspace::emit(&target, d, names),
-                }
-            }
         }
     }
 }

@@ -40,7 +40,7 @@ pub(crate) fn unpacked_index(
     let mut digits = if 8 % b == 0 {
         byte_table_lookup(e, prefix, &bytes, b, opset)
     } else {
-        straddling_digits(e, prefix, &bytes, groups, b)
+        straddling_digits(e, prefix, &bytes, groups as i64, b)
     };
     if count % GROUP != 0 {
         let flat_shape = e.ints(&format!("{prefix}.flat_shape"), &[1], &[-1]);
@@ -69,6 +69,36 @@ pub(crate) fn unpacked_index(
         &[2],
         &[rows as i64, cols as i64],
     );
+    e.op(
+        "Reshape",
+        &[&digits, &shape],
+        &format!("{prefix}.unpacked"),
+        vec![],
+    )
+}
+
+/// Unpacks gathered rows of a packed index: `bytes` is int32 `[n, cols * bits / 8]`,
+/// each row packed on its own (`cols` a multiple of 8 below 8 bits, so no group of
+/// [`GROUP`] indices straddles two rows); the result is int32 `[n, cols]`, `n` known
+/// only at run time. Names derive from `prefix`.
+pub(crate) fn unpacked_rows(
+    e: &mut Emitter,
+    prefix: &str,
+    bytes: &str,
+    bits: u32,
+    cols: usize,
+    opset: i64,
+) -> String {
+    if bits >= 8 {
+        return bytes.to_string();
+    }
+    let b = bits as usize;
+    let digits = if 8 % b == 0 {
+        byte_table_lookup(e, prefix, bytes, b, opset)
+    } else {
+        straddling_digits(e, prefix, bytes, -1, b)
+    };
+    let shape = e.ints(&format!("{prefix}.shape"), &[2], &[-1, cols as i64]);
     e.op(
         "Reshape",
         &[&digits, &shape],
@@ -152,18 +182,13 @@ fn digits_of(e: &mut Emitter, prefix: &str, values: &str, count: usize, b: usize
 
 /// Unpacks widths 3, 5, 6, 7: index `s` of a group of 8 starts at bit `b*s` of the
 /// group's `b` bytes, in byte `b*s/8`, and may run into the next byte, which is then
-/// added at 256 times its value (every intermediate stays below 2^16).
-fn straddling_digits(
-    e: &mut Emitter,
-    prefix: &str,
-    bytes: &str,
-    groups: usize,
-    b: usize,
-) -> String {
+/// added at 256 times its value (every intermediate stays below 2^16). `groups` is the
+/// number of groups, -1 when only the run time knows it.
+fn straddling_digits(e: &mut Emitter, prefix: &str, bytes: &str, groups: i64, b: usize) -> String {
     let grouped_shape = e.ints(
         &format!("{prefix}.grouped_shape"),
         &[2],
-        &[groups as i64, b as i64],
+        &[groups, b as i64],
     );
     let grouped = e.op(
         "Reshape",

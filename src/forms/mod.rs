@@ -7,6 +7,7 @@ pub mod half;
 mod index;
 pub mod lut;
 pub mod qdq;
+pub mod rows;
 pub mod scaled;
 pub mod subspace;
 pub mod vector;

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! before:  Y = Gather(T[V, D], I; axis=0)                       T: constant
-//! after:   Y = Gather(decode(particles, index)[V, D], I; axis=0)
+//! after:   Y = decode(particles, Gather(index[V, D*b/8], I))     the rows form
+//!          Y = Gather(decode(particles, index)[V, D], I; axis=0)
+//!              (where another op reads T too, or rows do not pack into whole bytes)
 //! ```
 //!
 //! Each table column (one embedding dimension over all V rows) gets its own codebook

@@ -39,9 +39,14 @@ pub fn activation(patch: &WeightPatch) -> Option<ActivationKey> {
 /// is added to the diagonal (GPTQ's usual 1%).
 const DAMPING: f64 = 0.01;
 
-/// `H` for a weight, factored: the sum of `X^T X` over the activations its readers
-/// multiply it by, when every reader has one gathered.
+/// `H` for a weight, factored: [`weight_gram`], damped.
 pub fn weight_hessian(w: &WeightPlan, stats: &Stats) -> Option<Hessian> {
+    Some(Hessian::new(weight_gram(w, stats)?, DAMPING))
+}
+
+/// The sum of `X^T X` over the activations a weight's readers multiply it by
+/// (row-major, inputs x inputs), when every reader has one gathered.
+pub fn weight_gram(w: &WeightPlan, stats: &Stats) -> Option<Vec<f64>> {
     let mut total: Option<Vec<f64>> = None;
     for patch in &w.patches {
         let h = stats.get(&activation(patch)?)?.hessian()?;
@@ -51,7 +56,7 @@ pub fn weight_hessian(w: &WeightPlan, stats: &Stats) -> Option<Hessian> {
             None => total = Some(h),
         }
     }
-    Some(Hessian::new(total?, DAMPING))
+    total
 }
 
 /// Running statistics of one activation, seen as rows of `features` values.

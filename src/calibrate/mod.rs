@@ -6,7 +6,8 @@
 //! 2. [`gather`]: one run per sample gathers each activation's statistics (means for
 //!    bias correction, `H = X^T X` for compensation);
 //! 3. [`sensitivity`]: each weight alone is decomposed at every candidate setting and
-//!    the compared values' error measured (on [`logits`] by default);
+//!    the compared values' error measured (on [`logits`] by default): end to end at
+//!    one setting and scaled by the per-layer [`proxy`] where `H` was gathered;
 //! 4. [`allocate`] and [`budget`]: a knapsack over the measured curves picks each
 //!    weight's setting for a size budget, checked against the rewrite's bytes.
 
@@ -15,6 +16,7 @@ pub mod budget;
 pub mod gather;
 pub mod logits;
 pub mod probe;
+pub mod proxy;
 pub mod sensitivity;
 
 use std::sync::Arc;
@@ -26,13 +28,14 @@ use crate::fit::Fits;
 use crate::graph::Graph;
 use crate::inputs::Samples;
 use crate::plan::Plan;
+use crate::plan::WeightPlan;
 use crate::report::progress_bar;
 use crate::rewrite::Measured;
-use crate::stats::Stats;
+use crate::stats::{Stats, activation};
 use gather::gather_stats;
 use logits::default_compared;
 use probe::Probe;
-use sensitivity::{Curve, candidate_settings, measure};
+use sensitivity::{Curve, Measurement, candidate_settings, measure};
 
 /// What the sensitivity stage measures.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +50,10 @@ pub struct Sensitivity {
     /// Wall time the stage may take, judged from the first pass: fewer samples when
     /// it would take longer, none when one sample would.
     pub budget: Option<Duration>,
+    /// Whether weights multiplying a gathered activation are measured at one setting
+    /// and the rest scaled from the per-layer [`proxy`] (which gathers `H = X^T X`);
+    /// else every setting of every weight is run end to end.
+    pub proxy: bool,
 }
 
 /// What calibration found.
@@ -92,6 +99,15 @@ impl Calibrated {
     }
 }
 
+/// Whether `stats` hold `H` for every activation `w`'s readers multiply it by.
+fn has_gram(w: &WeightPlan, stats: &Stats) -> bool {
+    w.patches.iter().all(|p| {
+        activation(p)
+            .and_then(|key| stats.get(&key))
+            .is_some_and(|s| s.gram.is_some())
+    })
+}
+
 /// Runs the model `graph` indexes (external data inlined) on `samples` for the
 /// `plan`'s weights: gathers activation statistics (with `H = X^T X` when
 /// `config.compensate`) on every sample and measures every weight's sensitivity as
@@ -110,13 +126,20 @@ pub fn calibrate(
     };
     let probe = Probe::new(graph, &plan.weights, &samples, &compared)?;
     let start = Instant::now();
-    let stats = gather_stats(&probe, &samples, config.compensate)?;
+    let measuring = sensitivity.samples.min(samples.samples.len()) > 0;
+    let proxy = sensitivity.proxy && measuring;
+    let stats = gather_stats(&probe, &samples, config.compensate || proxy)?;
     let mut runs = samples.samples.len();
     let asked = sensitivity.samples.min(samples.samples.len());
     let per_run = start.elapsed().as_secs_f64() / runs.max(1) as f64;
     let trials: usize = (probe.weights.iter())
         .map(|p| {
-            candidate_settings(&plan.weights[p.plan_index], config, sensitivity.min_bits).len() + 1
+            let w = &plan.weights[p.plan_index];
+            if proxy && has_gram(w, &stats) {
+                2
+            } else {
+                candidate_settings(w, config, sensitivity.min_bits).len() + 1
+            }
         })
         .sum();
     let affordable = match sensitivity.budget {
@@ -137,20 +160,23 @@ pub fn calibrate(
             probe.weights.len() * measured,
             "sensitivity runs",
         );
-        let (curves, fits) = measure(
+        let how = Measurement {
+            calibration: &samples,
+            samples: measured,
+            min_bits: sensitivity.min_bits,
+            proxy,
+        };
+        let (curves, fits, measuring_runs) = measure(
             graph,
             &plan.weights,
             config,
             &probe,
-            (&samples, measured, sensitivity.min_bits),
+            how,
             Some(&stats),
             &progress,
         )?;
         progress.finish_and_clear();
-        runs += curves
-            .iter()
-            .map(|c| measured * (c.points.len() + 1))
-            .sum::<usize>();
+        runs += measuring_runs;
         (curves, fits)
     } else {
         (Vec::new(), Fits::default())

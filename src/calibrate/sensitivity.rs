@@ -5,9 +5,10 @@
 //! the weight is decomposed and its decoding fed to the [`Probe`] in place of the
 //! original; the output error is `mean over outputs of sum ||y - y0||^2 / sum ||y0||^2`
 //! over the samples (a relative squared error: errors of different weights add up
-//! nearly linearly). Samples are streamed: each weight's pass reruns the original
-//! model per sample rather than keeping its outputs, so memory does not grow with the
-//! number of samples.
+//! nearly linearly). The original model's outputs on each sample are kept while they
+//! fit in [`MAX_REFERENCE_BYTES`], else run again for each weight, so memory does not
+//! grow past that with the number of samples. With the per-layer [`proxy`](super::proxy), a weight
+//! whose `H` was gathered is run at one setting only.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::Tensor;
 
 use super::probe::Probe;
+use super::proxy::{anchor, output_error, scaled};
 use crate::config::{Config, Form, QDQ_BITS};
 use crate::error::Result;
 use crate::fit::{Compensation, Fit, Fits, fit_values, matrix};
@@ -25,7 +27,7 @@ use crate::onnx::tensor::float_values;
 use crate::particles::Granularity;
 use crate::plan::{Setting, WeightPlan};
 use crate::runtime::values_f64;
-use crate::stats::{Stats, weight_hessian};
+use crate::stats::{Stats, weight_gram, weight_hessian};
 
 /// One measured setting of one weight.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -50,6 +52,9 @@ pub struct Curve {
     pub elements: usize,
     /// Every setting measured.
     pub points: Vec<Point>,
+    /// The one setting measured end to end when the others' errors were scaled from
+    /// the per-layer proxy; `None` when every setting was measured.
+    pub anchor: Option<Setting>,
 }
 
 /// Rounds of compensation in a sensitivity trial (the rewrite runs up to
@@ -58,8 +63,9 @@ pub struct Curve {
 /// cosine moved from 0.9881 to 0.9877.
 const SENSITIVITY_ROUNDS: usize = 1;
 
-/// A setting, the bytes it stores, what the probe is fed for it, and its fit if kept.
-type Trial = (Setting, usize, Vec<Arc<Tensor>>, Option<Arc<Fit>>);
+/// A setting, the bytes it stores, its fit, and its proxy error when the weight's
+/// `H` was gathered.
+type Trial = (Setting, usize, Arc<Fit>, Option<f64>);
 
 /// Most bytes of particle indices the fits kept for the rewrite may hold (a byte per
 /// weight per setting); past it, nothing is kept and the rewrite fits again.
@@ -94,20 +100,46 @@ pub fn candidate_settings(w: &WeightPlan, config: &Config, min_bits: u32) -> Vec
         .collect()
 }
 
+/// What [`measure`] runs on and how.
+#[derive(Clone, Copy, Debug)]
+pub struct Measurement<'a> {
+    /// The calibration samples.
+    pub calibration: &'a Samples,
+    /// How many of them (the first ones) each weight is measured on.
+    pub samples: usize,
+    /// The fewest bits a setting measured may have.
+    pub min_bits: u32,
+    /// Whether a weight whose `H` was gathered is measured end to end at its anchor
+    /// setting only, the rest scaled from the per-layer proxy (see [`super::proxy`]).
+    pub proxy: bool,
+}
+
+/// Bits of the setting the proxy is anchored on (or the fewest a weight may take).
+const ANCHOR_BITS: u32 = 4;
+
+/// Most bytes the original model's compared outputs may take, kept for every sample
+/// measured instead of run again for every weight.
+const MAX_REFERENCE_BYTES: usize = 1 << 28;
+
 /// Measures every candidate setting of every probed weight, fitted as the rewrite
 /// will fit it (see [`fit_values`]; with compensation when `stats` hold `H`), on the
 /// first `samples` calibration samples; `progress` ticks once per weight and sample.
-/// Keeps the fits the rewrite can reuse: uncompensated ones (a compensated trial
-/// runs fewer rounds than the rewrite), within [`MAX_KEPT_FIT_BYTES`].
+/// With `proxy`, a weight whose `H` the `stats` hold is fitted without compensation at
+/// every setting, run at its anchor setting only (fitted as the rewrite fits it), and
+/// the other settings' errors follow from the proxy. Keeps the fits the rewrite
+/// can reuse: uncompensated ones (a compensated trial runs fewer rounds than the
+/// rewrite), within [`MAX_KEPT_FIT_BYTES`]. Returns the curves, the fits kept and the
+/// model runs made.
 pub fn measure(
     graph: &Graph,
     weights: &[WeightPlan],
     config: &Config,
     probe: &Probe,
-    (calibration, samples, min_bits): (&Samples, usize, u32),
+    how: Measurement,
     stats: Option<&Stats>,
     progress: &ProgressBar,
-) -> Result<(Vec<Curve>, Fits)> {
+) -> Result<(Vec<Curve>, Fits, usize)> {
+    let min_bits = how.min_bits;
     let mut curves = Vec::new();
     let mut kept = Fits::default();
     let trials: usize = (probe.weights.iter())
@@ -117,6 +149,8 @@ pub fn measure(
         })
         .sum();
     let keep = !config.compensate && trials <= MAX_KEPT_FIT_BYTES;
+    let samples = &how.calibration.samples[..how.samples.min(how.calibration.samples.len())];
+    let (references, mut runs) = References::new(probe, samples)?;
     for (i, probed) in probe.weights.iter().enumerate() {
         let w = &weights[probed.plan_index];
         let patch = w.first();
@@ -130,66 +164,97 @@ pub fn measure(
             hessian,
             rounds: SENSITIVITY_ROUNDS,
         });
-        let fits: Vec<Option<Result<Trial>>> = settings
+        let gram = stats.filter(|_| how.proxy).and_then(|s| weight_gram(w, s));
+        let matrix = matrix(w, &values);
+        let at = |setting| WeightPlan {
+            setting,
+            ..w.clone()
+        };
+        // Under the proxy the settings are fitted without compensation, which is
+        // most of a trial's cost; the anchor's measurement, fitted as the rewrite
+        // fits it, carries compensation's gain into every setting's estimate.
+        let trial_compensation = compensation.filter(|_| gram.is_none());
+        let fits: Vec<Trial> = settings
             .par_iter()
-            .map(|&setting| {
-                let w = &WeightPlan {
-                    setting,
-                    ..w.clone()
-                };
-                let fit = fit_values(w, &values, config, None, compensation).ok()?;
+            .filter_map(|&setting| {
+                let w = &at(setting);
+                let fit = fit_values(w, &values, config, None, trial_compensation).ok()?;
                 let bytes = fit.emit(w, graph, &mut names.clone(), None).stored_bytes();
-                let decoded = fit.decoded(&matrix(w, &values), patch.float_type);
-                let fit = keep.then(|| Arc::new(fit));
-                Some(probed.swapped(&decoded).map(|t| (setting, bytes, t, fit)))
+                let proxy = gram.as_ref().map(|h| {
+                    let decoded = fit.decoded(&matrix, patch.float_type);
+                    output_error(&values, &decoded, patch.shape, patch.channel_axis, h)
+                });
+                Some((setting, bytes, Arc::new(fit), proxy))
             })
             .collect();
-        let fits: Vec<_> = fits.into_iter().flatten().collect::<Result<_>>()?;
+        let proxies: Option<Vec<f64>> = fits.iter().map(|t| t.3).collect();
+        let bits: Vec<u32> = fits.iter().map(|t| t.0.bits).collect();
+        let anchored = (proxies.as_ref())
+            .and_then(|p| Some((p, anchor(p, &bits, ANCHOR_BITS.max(min_bits))?)));
+        let run: Vec<usize> = match anchored {
+            Some((_, at)) => vec![at],
+            None => (0..fits.len()).collect(),
+        };
+        let fed: Vec<Vec<Arc<Tensor>>> = (run.par_iter())
+            .map(|&t| {
+                let refit = (anchored.is_some() && compensation.is_some())
+                    .then(|| fit_values(&at(fits[t].0), &values, config, None, compensation).ok())
+                    .flatten();
+                let fit = refit.as_ref().unwrap_or(&fits[t].2);
+                probed.swapped(&fit.decoded(&matrix, patch.float_type))
+            })
+            .collect::<Result<_>>()?;
         let compared = probe.compared.len();
-        let mut diff = vec![vec![0.0; compared]; fits.len()];
+        // Samples in parallel (one trial per weight under the proxy), trials within.
+        let per_sample: Vec<(Vec<f64>, Vec<Vec<f64>>)> = (samples.par_iter().enumerate())
+            .map(|(s, sample)| {
+                let reference = match references.get(s) {
+                    Some(kept) => kept.clone(),
+                    None => Arc::new(original_outputs(probe, sample)?),
+                };
+                let norm = reference
+                    .iter()
+                    .map(|r| r.iter().map(|v| v * v).sum())
+                    .collect();
+                let diffs = (fed.par_iter())
+                    .map(|fed| {
+                        let out = probe.run(sample, Some((i, fed)))?;
+                        (probe.compared.iter().zip(reference.iter()))
+                            .map(|(&p, r)| {
+                                let y = values_f64(&out[p])?;
+                                Ok(y.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum())
+                            })
+                            .collect()
+                    })
+                    .collect::<Result<_>>()?;
+                progress.inc(1);
+                Ok((norm, diffs))
+            })
+            .collect::<Result<_>>()?;
+        runs += samples.len() * fed.len() + references.missing();
+        let mut diff = vec![vec![0.0; compared]; run.len()];
         let mut norm = vec![0.0; compared];
-        for sample in &calibration.samples[..samples.min(calibration.samples.len())] {
-            let out = probe.run(sample, None)?;
-            let reference: Vec<Vec<f64>> = probe
-                .compared
-                .iter()
-                .map(|&p| values_f64(&out[p]))
-                .collect::<Result<_>>()?;
-            for (n, r) in norm.iter_mut().zip(&reference) {
-                *n += r.iter().map(|v| v * v).sum::<f64>();
+        for (n, d) in per_sample {
+            norm.iter_mut().zip(n).for_each(|(a, b)| *a += b);
+            for (total, d) in diff.iter_mut().zip(d) {
+                total.iter_mut().zip(d).for_each(|(a, b)| *a += b);
             }
-            let errors: Vec<Vec<f64>> = fits
-                .par_iter()
-                .map(|(_, _, decoded, _)| {
-                    let out = probe.run(sample, Some((i, decoded)))?;
-                    probe
-                        .compared
-                        .iter()
-                        .zip(&reference)
-                        .map(|(&p, r)| {
-                            Ok(values_f64(&out[p])?
-                                .iter()
-                                .zip(r)
-                                .map(|(a, b)| (a - b) * (a - b))
-                                .sum())
-                        })
-                        .collect()
-                })
-                .collect::<Result<_>>()?;
-            for (d, e) in diff.iter_mut().zip(errors) {
-                d.iter_mut().zip(e).for_each(|(a, b)| *a += b);
-            }
-            progress.inc(1);
         }
+        let measured: Vec<f64> = diff.iter().map(|d| relative_error(d, &norm)).collect();
+        let errors = match anchored {
+            Some((proxies, at)) => scaled(proxies, at, measured[0]),
+            None => measured,
+        };
+        let anchor = anchored.map(|(_, at)| fits[at].0);
         let mut points = Vec::with_capacity(fits.len());
-        for ((setting, bytes, _, fit), d) in fits.into_iter().zip(diff) {
-            if let Some(fit) = fit {
+        for ((setting, bytes, fit, _), error) in fits.into_iter().zip(errors) {
+            if keep {
                 kept.insert(w.name(), setting, fit);
             }
             points.push(Point {
                 setting,
                 bytes,
-                error: relative_error(&d, &norm),
+                error,
             });
         }
         curves.push(Curve {
@@ -197,9 +262,72 @@ pub fn measure(
             plan_index: probed.plan_index,
             elements: w.elements(),
             points,
+            anchor,
         });
     }
-    Ok((curves, kept))
+    Ok((curves, kept, runs))
+}
+
+/// The original model's compared values on `sample`.
+fn original_outputs(probe: &Probe, sample: &[Tensor]) -> Result<Vec<Vec<f64>>> {
+    let out = probe.run(sample, None)?;
+    (probe.compared.iter())
+        .map(|&p| values_f64(&out[p]))
+        .collect()
+}
+
+/// The original model's compared values on each sample measured, run once up front
+/// when they fit in [`MAX_REFERENCE_BYTES`] together (judged from the first), else
+/// run again for every weight.
+struct References {
+    kept: Vec<Arc<Vec<Vec<f64>>>>,
+    samples: usize,
+}
+
+impl References {
+    fn new(probe: &Probe, samples: &[Vec<Tensor>]) -> Result<(Self, usize)> {
+        let Some(first) = samples.first() else {
+            return Ok((
+                References {
+                    kept: Vec::new(),
+                    samples: 0,
+                },
+                0,
+            ));
+        };
+        let first = original_outputs(probe, first)?;
+        let bytes: usize = first.iter().map(|o| o.len() * 8).sum();
+        if bytes.saturating_mul(samples.len()) > MAX_REFERENCE_BYTES {
+            return Ok((
+                References {
+                    kept: Vec::new(),
+                    samples: samples.len(),
+                },
+                1,
+            ));
+        }
+        let rest: Vec<_> = (samples[1..].par_iter())
+            .map(|s| original_outputs(probe, s).map(Arc::new))
+            .collect::<Result<_>>()?;
+        let kept = std::iter::once(Arc::new(first)).chain(rest).collect();
+        Ok((
+            References {
+                kept,
+                samples: samples.len(),
+            },
+            samples.len(),
+        ))
+    }
+
+    /// Sample `s`'s values, if kept.
+    fn get(&self, s: usize) -> Option<&Arc<Vec<Vec<f64>>>> {
+        self.kept.get(s)
+    }
+
+    /// How many samples' values are run again for each weight.
+    fn missing(&self) -> usize {
+        self.samples - self.kept.len()
+    }
 }
 
 /// Mean over outputs of the squared error relative to the output's squared norm.

@@ -340,8 +340,17 @@ fn calibrated(
             short.len()
         )));
     }
+    let proxied = (calibrated.curves.iter())
+        .filter(|c| c.anchor.is_some())
+        .count();
+    let proxied = match proxied {
+        0 => String::new(),
+        n => format!(
+            " ({n} at one setting, the rest scaled by the per-layer proxy; --full-sensitivity runs them all)"
+        ),
+    };
     notes.push(Note::Status(format!(
-        "calibration: {} samples, {} model runs, {} weights measured",
+        "calibration: {} samples, {} model runs, {} weights measured{proxied}",
         calibrated.samples.samples.len(),
         calibrated.runs,
         calibrated.curves.len()

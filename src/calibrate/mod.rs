@@ -52,7 +52,8 @@ pub struct Sensitivity {
     pub budget: Option<Duration>,
     /// Whether weights multiplying a gathered activation are measured at one setting
     /// and the rest scaled from the per-layer [`proxy`] (which gathers `H = X^T X`);
-    /// else every setting of every weight is run end to end.
+    /// else (the default here; the CLI's default is the proxy) every setting of every
+    /// weight is run end to end.
     pub proxy: bool,
 }
 

@@ -19,7 +19,7 @@ use tract_onnx::prelude::Tensor;
 use super::probe::Probe;
 use super::proxy::{anchor, output_error, scaled};
 use crate::config::{Config, Form, QDQ_BITS};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fit::{Compensation, Fit, Fits, fit_values, matrix};
 use crate::graph::Graph;
 use crate::inputs::Samples;
@@ -63,9 +63,15 @@ pub struct Curve {
 /// cosine moved from 0.9881 to 0.9877.
 const SENSITIVITY_ROUNDS: usize = 1;
 
-/// A setting, the bytes it stores, its fit, and its proxy error when the weight's
-/// `H` was gathered.
-type Trial = (Setting, usize, Arc<Fit>, Option<f64>);
+/// A setting, the bytes it stores, its fit if kept for the rewrite, its proxy error
+/// when the weight's `H` was gathered, and else what the probe is fed for it.
+type Trial = (
+    Setting,
+    usize,
+    Option<Arc<Fit>>,
+    Option<f64>,
+    Option<Result<Vec<Arc<Tensor>>>>,
+);
 
 /// Most bytes of particle indices the fits kept for the rewrite may hold (a byte per
 /// weight per setting); past it, nothing is kept and the rewrite fits again.
@@ -174,36 +180,39 @@ pub fn measure(
         // most of a trial's cost; the anchor's measurement, fitted as the rewrite
         // fits it, carries compensation's gain into every setting's estimate.
         let trial_compensation = compensation.filter(|_| gram.is_none());
-        let fits: Vec<Trial> = settings
+        let proxied = gram.is_some();
+        // Each setting's fit is dropped once measured (8-bit grids of a large table
+        // take gigabytes): under the proxy the anchor is fitted again, else the probe's
+        // input is made here.
+        let mut fits: Vec<Trial> = settings
             .par_iter()
             .filter_map(|&setting| {
                 let w = &at(setting);
                 let fit = fit_values(w, &values, config, None, trial_compensation).ok()?;
                 let bytes = fit.emit(w, graph, &mut names.clone(), None).stored_bytes();
-                let proxy = gram.as_ref().map(|h| {
-                    let decoded = fit.decoded(&matrix, patch.float_type);
-                    output_error(&values, &decoded, patch.shape, patch.channel_axis, h)
-                });
-                Some((setting, bytes, Arc::new(fit), proxy))
+                let decoded = fit.decoded(&matrix, patch.float_type);
+                let proxy = (gram.as_ref())
+                    .map(|h| output_error(&values, &decoded, patch.shape, patch.channel_axis, h));
+                let fed = (!proxied).then(|| probed.swapped(&decoded));
+                Some((setting, bytes, keep.then(|| Arc::new(fit)), proxy, fed))
             })
             .collect();
         let proxies: Option<Vec<f64>> = fits.iter().map(|t| t.3).collect();
         let bits: Vec<u32> = fits.iter().map(|t| t.0.bits).collect();
         let anchored = (proxies.as_ref())
             .and_then(|p| Some((p, anchor(p, &bits, ANCHOR_BITS.max(min_bits))?)));
-        let run: Vec<usize> = match anchored {
-            Some((_, at)) => vec![at],
-            None => (0..fits.len()).collect(),
+        let fed: Vec<Vec<Arc<Tensor>>> = match anchored {
+            Some((_, a)) => {
+                let w = &at(fits[a].0);
+                let fit = fit_values(w, &values, config, None, compensation)
+                    .or_else(|_| fit_values(w, &values, config, None, None))
+                    .map_err(|reason| Error::invalid(format!("'{}': {reason}", w.name())))?;
+                vec![probed.swapped(&fit.decoded(&matrix, patch.float_type))?]
+            }
+            None => (fits.iter_mut())
+                .filter_map(|t| t.4.take())
+                .collect::<Result<_>>()?,
         };
-        let fed: Vec<Vec<Arc<Tensor>>> = (run.par_iter())
-            .map(|&t| {
-                let refit = (anchored.is_some() && compensation.is_some())
-                    .then(|| fit_values(&at(fits[t].0), &values, config, None, compensation).ok())
-                    .flatten();
-                let fit = refit.as_ref().unwrap_or(&fits[t].2);
-                probed.swapped(&fit.decoded(&matrix, patch.float_type))
-            })
-            .collect::<Result<_>>()?;
         let compared = probe.compared.len();
         // Samples in parallel (one trial per weight under the proxy), trials within.
         let per_sample: Vec<(Vec<f64>, Vec<Vec<f64>>)> = (samples.par_iter().enumerate())
@@ -232,7 +241,7 @@ pub fn measure(
             })
             .collect::<Result<_>>()?;
         runs += samples.len() * fed.len() + references.missing();
-        let mut diff = vec![vec![0.0; compared]; run.len()];
+        let mut diff = vec![vec![0.0; compared]; fed.len()];
         let mut norm = vec![0.0; compared];
         for (n, d) in per_sample {
             norm.iter_mut().zip(n).for_each(|(a, b)| *a += b);
@@ -247,8 +256,8 @@ pub fn measure(
         };
         let anchor = anchored.map(|(_, at)| fits[at].0);
         let mut points = Vec::with_capacity(fits.len());
-        for ((setting, bytes, fit, _), error) in fits.into_iter().zip(errors) {
-            if keep {
+        for ((setting, bytes, fit, _, _), error) in fits.into_iter().zip(errors) {
+            if let Some(fit) = fit {
                 kept.insert(w.name(), setting, fit);
             }
             points.push(Point {

@@ -35,14 +35,14 @@ fn ids() -> (Tensor, Vec<usize>) {
 
 /// Emits the rows form of a `[V, cols]` table decomposed into `levels`, runs it in
 /// tract on [`ids`] and checks that every looked-up row is exactly the row `decoded`
-/// holds; returns the model.
+/// holds.
 fn looks_up_decoded_rows(
     cols: usize,
     bits: u32,
     granularity: Granularity,
     levels: Levels,
     decoded: &[f64],
-) -> ModelProto {
+) {
     let dims = [V as i64, cols as i64];
     let target = Target {
         weight: "table",
@@ -94,7 +94,6 @@ fn looks_up_decoded_rows(
         .flat_map(|&r| decoded[r * cols..(r + 1) * cols].to_vec())
         .collect();
     assert_eq!(looked_up, expected, "{bits} bits {granularity:?}");
-    model
 }
 
 fn table(cols: usize) -> Vec<f64> {

@@ -85,9 +85,7 @@ fn folded_and_expected(case: &Case) -> (Vec<f64>, Vec<f64>) {
         .find(|t| t.name() == folded_name)
         .expect("the DequantizeLinear output is an initializer");
     assert_eq!(folded.dims, vec![case.rows as i64, case.cols as i64]);
-    let expected = grids
-        .decomposition
-        .decoded(&matrix, granularity, |v| case.ty.round(v));
+    let expected = grids.decoded(&matrix, granularity, |v| case.ty.round(v));
     (float_values(folded, None).unwrap(), expected)
 }
 

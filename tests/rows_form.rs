@@ -140,9 +140,7 @@ fn grid_rows_are_the_decoded_rows() {
         let matrix = columns_as_channels(&values);
         let granularity = Granularity::Block(block);
         let g = decompose_grid(&matrix, granularity, bits, |s| FloatType::F32.round(s));
-        let decoded = g
-            .decomposition
-            .decoded(&matrix, granularity, |v| FloatType::F32.round(v));
+        let decoded = g.decoded(&matrix, granularity, |v| FloatType::F32.round(v));
         looks_up_decoded_rows(cols, bits, granularity, Levels::Grids(&g), &decoded);
     }
 }

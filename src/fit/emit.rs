@@ -63,8 +63,8 @@ impl Fit {
                     let gemms = gemms.unwrap_or_default();
                     qdq::emit(&target, g, self.granularity, names, &gemms)
                 } else {
-                    let d = &g.decomposition;
-                    decode::emit(&target, d, self.granularity, names, shared_table)
+                    let d = g.decomposition();
+                    decode::emit(&target, &d, self.granularity, names, shared_table)
                 }
             }
             Particles::Subspace(d) => {

@@ -72,7 +72,7 @@ impl Fit {
             Particles::Scaled(g) => g.decoded(matrix, |v| float_type.round(v)),
             Particles::Subspace(d) => d.decoded(matrix, round),
             Particles::Half(v) => v.iter().map(|&x| round(x)).collect(),
-            Particles::Grid(g) => g.decomposition.decoded(matrix, self.granularity, round),
+            Particles::Grid(g) => g.decoded(matrix, self.granularity, round),
         }
     }
 }
@@ -214,8 +214,8 @@ pub fn fit_values(
         let mut grids = decompose_grid(&matrix, granularity, bits, |s| ty.round(s));
         let inputs = matrix.channels_and_inputs().1;
         if let Some(c) = compensation.filter(|c| c.hessian.inputs() == inputs) {
-            let codebooks = &grids.decomposition.codebooks;
-            grids.decomposition = c.hessian.round_into(&matrix, granularity, codebooks);
+            let codebooks = grids.codebooks();
+            grids.index = c.hessian.round_into(&matrix, granularity, &codebooks).index;
         }
         (Particles::Grid(grids), granularity, bits)
     } else if let Some(codebooks) = shared {
@@ -267,7 +267,7 @@ pub fn fit_values(
         Particles::Scaled(g) => squared_error(g.decoded(&matrix, |v| patch.float_type.round(v))),
         Particles::Subspace(d) => squared_error(d.decoded(&matrix, round)),
         Particles::Half(v) => squared_error(v.iter().map(|&x| round(x)).collect()),
-        Particles::Grid(g) => g.decomposition.squared_error(&matrix, granularity, round),
+        Particles::Grid(g) => g.squared_error(&matrix, granularity, round),
     };
     let signal = values.iter().map(|a| a * a).sum();
     Ok(Fit {

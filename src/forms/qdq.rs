@@ -83,7 +83,7 @@ pub fn emit(
     };
     let blocks = matrix.blocks(granularity);
     let transpose = target.channel_axis == 0 && !gemm_readers.is_empty();
-    let index = &grids.decomposition.index;
+    let index = &grids.index;
     // Integers as stored, and the codebook of each scale position (codebooks are
     // numbered channel * blocks + block); blocks run along the stored input axis.
     let (stored, dims, book): (_, [usize; 2], Box<dyn Fn(usize) -> usize>) =

@@ -46,11 +46,15 @@ pub enum Levels<'a> {
 }
 
 impl Levels<'_> {
-    fn decomposition(&self) -> &Decomposition {
+    fn index(&self) -> &[u8] {
         match self {
-            Levels::Codebooks(d) => d,
-            Levels::Grids(g) => &g.decomposition,
+            Levels::Codebooks(d) => &d.index,
+            Levels::Grids(g) => &g.index,
         }
+    }
+
+    fn has_outliers(&self) -> bool {
+        matches!(self, Levels::Codebooks(d) if !d.outliers.is_empty())
     }
 }
 
@@ -73,7 +77,7 @@ pub fn applies(
     };
     target.channel_axis == 1
         && target.is_matrix()
-        && levels.decomposition().outliers.is_empty()
+        && !levels.has_outliers()
         && (target.bits >= 8 || cols % 8 == 0)
         && (!matches!(granularity, Granularity::Block(_)) || target.opset >= WHERE_OPSET)
         && !readers.is_empty()
@@ -90,7 +94,6 @@ pub fn emit(
     names: &mut Names,
 ) -> Subgraph {
     let [rows, cols] = target.shape;
-    let d = levels.decomposition();
     let matrix = Matrix {
         values: &[],
         rows,
@@ -110,7 +113,7 @@ pub fn emit(
     let per_row = (cols * bits as usize).div_ceil(8);
     let mut e = Emitter::with_role(target.weight, "rows", names);
     let index = e.constant("index", |n| {
-        u8_tensor(n, &[rows, per_row], pack(&d.index, bits))
+        u8_tensor(n, &[rows, per_row], pack(levels.index(), bits))
     });
     let tables = Tables::new(&mut e, target, levels, granularity, (blocks, per_row), book);
     let int32 = || vec![attr_int("to", DataType::Int32 as i64)];

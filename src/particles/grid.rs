@@ -29,9 +29,12 @@ pub struct Grid {
 impl Grid {
     /// The `levels` values of the grid, ascending.
     pub fn values(&self, levels: usize) -> Vec<f64> {
-        (0..levels)
-            .map(|q| (q as f64 - f64::from(self.zero_point)) * self.scale)
-            .collect()
+        (0..levels).map(|q| self.value(q as u8)).collect()
+    }
+
+    /// The value of level `q`.
+    pub fn value(&self, q: u8) -> f64 {
+        (f64::from(q) - f64::from(self.zero_point)) * self.scale
     }
 
     /// The level nearest to `v`.
@@ -56,14 +59,63 @@ impl Grid {
     }
 }
 
-/// Weights decomposed onto grids: the codebooks of `decomposition` are the levels of
-/// `grids` (one per codebook, numbered as [`Matrix::codebook_of`]).
+/// Weights decomposed onto grids, one per codebook (numbered as
+/// [`Matrix::codebook_of`]). The levels are kept as a scale and a zero point, not as
+/// tables: an 8-bit grid per block of 32 would hold 8 levels per weight.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GridDecomposition {
-    /// Codebooks (the grids' levels) and the index of every weight.
-    pub decomposition: Decomposition,
+    /// The level of every weight, row-major like the input.
+    pub index: Vec<u8>,
     /// Scale and zero point of every codebook.
     pub grids: Vec<Grid>,
+    /// Levels in every grid (`2^bits`).
+    pub levels: usize,
+}
+
+impl GridDecomposition {
+    /// The grids' levels as codebooks, for the forms and the compensation that take
+    /// tables.
+    pub fn codebooks(&self) -> Vec<Vec<f64>> {
+        self.grids.iter().map(|g| g.values(self.levels)).collect()
+    }
+
+    /// The same particles as a [`Decomposition`] of codebooks.
+    pub fn decomposition(&self) -> Decomposition {
+        Decomposition {
+            codebooks: self.codebooks(),
+            index: self.index.clone(),
+            sse_bound: 0.0,
+            outliers: Vec::new(),
+        }
+    }
+
+    /// The rebuilt weights, every level first passed through `round`.
+    pub fn decoded(
+        &self,
+        matrix: &Matrix,
+        granularity: Granularity,
+        round: impl Fn(f64) -> f64,
+    ) -> Vec<f64> {
+        (self.index.iter().enumerate())
+            .map(|(pos, &q)| round(self.grids[matrix.codebook_of(pos, granularity)].value(q)))
+            .collect()
+    }
+
+    /// Squared error of the rebuilt weights against `matrix`, every level first passed
+    /// through `round`.
+    pub fn squared_error(
+        &self,
+        matrix: &Matrix,
+        granularity: Granularity,
+        round: impl Fn(f64) -> f64,
+    ) -> f64 {
+        (self.index.iter().zip(matrix.values).enumerate())
+            .map(|(pos, (&q, &v))| {
+                let d = v - round(self.grids[matrix.codebook_of(pos, granularity)].value(q));
+                d * d
+            })
+            .sum()
+    }
 }
 
 /// The grid of `2^bits` levels with the least squared error on `values`, its scale
@@ -133,13 +185,9 @@ pub fn decompose_grid(
         .map(|(pos, &v)| grids[matrix.codebook_of(pos, granularity)].level(v, levels) as u8)
         .collect();
     GridDecomposition {
-        decomposition: Decomposition {
-            codebooks: grids.iter().map(|g| g.values(levels)).collect(),
-            index,
-            sse_bound: 0.0,
-            outliers: Vec::new(),
-        },
+        index,
         grids,
+        levels,
     }
 }
 
@@ -202,15 +250,20 @@ mod tests {
         };
         let d = decompose_grid(&m, Granularity::Block(2), 1, |s| s);
         assert_eq!(d.grids.len(), 4);
-        let decoded = d.decomposition.decoded(&m, Granularity::Block(2), |x| x);
+        let decoded = d.decoded(&m, Granularity::Block(2), |x| x);
         // One bit per block, and 0 is always a level: [0, 1] is exact; [8, 9] and
         // [100, 101] get 0 and the least-squares scale (8.5, 100.5).
         assert_eq!(&decoded[..4], &[0.0, 8.5, 1.0, 8.5]);
         assert_eq!((decoded[4], decoded[6]), (100.5, 100.5));
-        assert_eq!(d.decomposition.codebooks.len(), 4);
-        for (book, grid) in d.decomposition.codebooks.iter().zip(&d.grids) {
+        let books = d.decomposition().codebooks;
+        assert_eq!(books.len(), 4);
+        for (book, grid) in books.iter().zip(&d.grids) {
             assert_eq!(book, &grid.values(2));
         }
+        let sse: f64 = (values.iter().zip(&decoded))
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
+        assert_eq!(d.squared_error(&m, Granularity::Block(2), |x| x), sse);
     }
 
     #[test]

@@ -46,13 +46,7 @@ pub(super) fn tensor_report(
         Particles::Scaled(g) => (1, g.grid.len(), 0, 1, 0.0),
         Particles::Subspace(d) => (d.subspaces, d.particles, 0, d.dim, 0.0),
         Particles::Half(_) => (0, 0, 0, 1, 0.0),
-        Particles::Grid(g) => (
-            g.grids.len(),
-            g.decomposition.particles_per_codebook(),
-            0,
-            1,
-            0.0,
-        ),
+        Particles::Grid(g) => (g.grids.len(), g.levels, 0, 1, 0.0),
     };
     TensorReport {
         name: patch.weight.name.to_string(),

@@ -48,11 +48,10 @@ impl Grid {
 
     /// Squared error of `values` on their nearest levels.
     fn squared_error(&self, values: &[f64], levels: usize) -> f64 {
-        let zp = f64::from(self.zero_point);
         values
             .iter()
             .map(|&v| {
-                let d = v - (self.level(v, levels) as f64 - zp) * self.scale;
+                let d = v - self.value(self.level(v, levels) as u8);
                 d * d
             })
             .sum()
